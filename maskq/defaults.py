@@ -1,0 +1,108 @@
+"""Every default maskq uses, named once, each with the reason it has this value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+
+# Models ship in the repository (a few MB); the worker image copies this folder.
+MODELS_DIR = REPO_ROOT / "models"
+MODEL_FILES = {"fp32": "unet.onnx", "int8": "unet-int8.onnx"}
+# fp32 is the reference the model card measures; int8 is opt-in after its own Dice check.
+DEFAULT_PRECISION = "fp32"
+# The network's fixed input: the seed trained at 256x256, and the ONNX graph is exported at it.
+NETWORK_SIZE = 256
+
+# 50 MP covers every phone and most DSLRs; beyond it a single image costs seconds and GBs of RAM.
+MAX_PIXELS = 50_000_000
+# 50 MB covers a 50 MP JPEG at high quality; larger uploads are almost always a mistake or abuse.
+MAX_BYTES = 50 * 1024 * 1024
+
+# Images per ONNX call: 8 keeps latency per batch under ~0.4 s on 2 CPU cores and fills a GPU well.
+MAX_BATCH = 8
+# 0 lets ONNX Runtime use every core; a prefork worker sets it to cores / processes.
+INTRA_OP_THREADS = 0
+
+# Quality knobs of the encoders: high enough to be invisible, low enough to stay fast.
+JPEG_QUALITY = 90
+WEBP_QUALITY = 90
+# zlib level 1 is 5-10x faster than 6 on photos for ~10% bigger files: latency matters more here.
+PNG_COMPRESS_LEVEL = 1
+
+# Redis and S3 on loopback: the embedded servers of `maskq up` and the tests listen there.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+S3_ENDPOINT = "127.0.0.1:8333"
+S3_REGION = "us-east-1"
+INPUT_BUCKET = "maskq-inputs"
+RESULT_BUCKET = "maskq-results"
+# A local-only credential pair; `Settings` refuses it outside MASKQ_ENV=local.
+LOCAL_S3_ACCESS_KEY = "maskq-local"
+LOCAL_S3_SECRET_KEY = "maskq-local-secret"
+# Presigned result URLs live one hour: long enough to fetch, short enough to leak little.
+PRESIGN_EXPIRY_SECONDS = 3600
+# Objects and job records expire after 7 days: users fetch results within minutes or hours.
+RETENTION_DAYS = 7
+JOB_TTL_SECONDS = RETENTION_DAYS * 24 * 3600
+
+# --- queue, job records, storage and worker (issue 6) -------------------------------------------
+# Redis keys start with this prefix so that a shared Redis database stays readable (`SCAN maskq:*`).
+REDIS_KEY_PREFIX = "maskq"
+# A tenant listing page: 50 fits a dashboard table; 200 caps what one request may pull from Redis.
+JOB_PAGE_SIZE = 50
+JOB_PAGE_MAX = 200
+# Images in one batch job: 64 is 8 network batches, about 3 s of CPU; larger batches belong in several jobs.
+MAX_BATCH_ITEMS = 64
+
+# S3 client timeouts: a loopback or in-cluster S3 answers in milliseconds; 3 s to connect and 30 s to read
+# a 50 MB object tell a dead server from a slow one without holding a worker for minutes.
+S3_CONNECT_TIMEOUT_SECONDS = 3.0
+S3_READ_TIMEOUT_SECONDS = 30.0
+# urllib3-level retries inside one S3 call (connection reset, 5xx): quick ones; the task's own retry
+# with backoff handles outages that last longer.
+S3_HTTP_RETRIES = 2
+# A presigned PUT for an upload lives 15 minutes: a client uploads right after asking.
+PRESIGN_PUT_EXPIRY_SECONDS = 900
+
+# Celery queues: CPU and GPU pools scale apart; webhooks have their own so slow receivers never
+# hold an image worker.
+QUEUE_CPU = "cpu"
+QUEUE_GPU = "gpu"
+QUEUE_WEBHOOKS = "webhooks"
+# Which queue `POST /v1/jobs` routes image work to unless the caller's settings say otherwise.
+WORKER_QUEUE = QUEUE_CPU
+# Soft limit: a 50 MP image takes ~3 s on 2 cores; 120 s is a wedged task, which is failed as `timeout`.
+TASK_SOFT_TIME_LIMIT_SECONDS = 120
+# Hard limit: 30 s after the soft one, the child process is killed (native code may ignore the soft one).
+TASK_TIME_LIMIT_SECONDS = 150
+# Redis broker redelivers an unacked message after this; it must exceed the hard limit, or a slow but
+# healthy task would run twice. 300 s = 2x the hard limit.
+VISIBILITY_TIMEOUT_SECONDS = 300
+# How often a worker sweeps the broker for messages a dead worker left unacked (older than the visibility
+# timeout) and puts them back: every 10 s, so a lost job waits at most visibility timeout + 10 s.
+BROKER_RESTORE_INTERVAL_SECONDS = 10
+# Transient faults (S3, Redis) are retried this many times with exponential backoff and full jitter:
+# 1+2+4+8+16 ~ 30 s, beyond that the outage is an operator's problem and the job fails `storage_unavailable`.
+TASK_MAX_RETRIES = 5
+RETRY_BACKOFF_SECONDS = 1
+RETRY_BACKOFF_MAX_SECONDS = 60
+# A job whose worker process died this many times (SIGKILL, OOM, segfault) is failed as `internal`:
+# a poison input must not cycle through the pool for ever.
+MAX_LOST_ATTEMPTS = 3
+# A prefork child that grew past 1.5 GB RSS is replaced after its task: ONNX Runtime arenas and PIL
+# buffers grow on 50 MP inputs, and that memory is not given back otherwise.
+WORKER_MAX_MEMORY_PER_CHILD_KB = 1_500_000
+# Cross-job batching on GPU workers: wait at most 10 ms for more images (a GPU batch of 8 takes ~20 ms).
+BATCH_WAIT_MS = 10
+# Prometheus metrics of a worker are served here; 0 turns them off.
+WORKER_METRICS_PORT = 0
+
+# Webhooks: POST times out quickly (the receiver should queue, not work), then retries with backoff
+# 2, 4, 8 ... 240 s (below the visibility timeout: a waiting retry is an unacked message), ~15 min in all.
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_MAX_RETRIES = 8
+WEBHOOK_BACKOFF_SECONDS = 2
+WEBHOOK_BACKOFF_MAX_SECONDS = 240
+# A local-only signing secret (Standard Webhooks form "whsec_" + base64); production sets its own.
+LOCAL_WEBHOOK_SECRET = "whsec_bWFza3EtbG9jYWwtd2ViaG9vay1zZWNyZXQ="

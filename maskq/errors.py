@@ -1,0 +1,119 @@
+"""One exception tree with stable codes, the same in the CLI, in failed jobs and in HTTP bodies.
+
+A code never changes once shipped: clients branch on it. ``http_status`` is the single place
+where an error meets HTTP; ``transient`` tells the worker whether a retry can help.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MaskqError(Exception):
+    """Base of every error maskq reports on purpose."""
+
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(MaskqError):
+    """The caller's input is at fault: retrying the same input gives the same answer."""
+
+    http_status = 400
+
+
+class InvalidImageError(InputError):
+    code = "invalid_image"
+    http_status = 422
+
+
+class UnsupportedFormatError(InputError):
+    code = "unsupported_format"
+    http_status = 415
+
+
+class ImageTooLargeError(InputError):
+    code = "image_too_large"
+    http_status = 413
+
+
+class InvalidParameterError(InputError):
+    code = "invalid_parameter"
+    http_status = 422
+
+    def __init__(self, message: str, field: str | None = None, **details: Any) -> None:
+        if field is not None:
+            details["field"] = field
+        super().__init__(message, **details)
+        self.field = field
+
+
+class NotFoundError(MaskqError):
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(MaskqError):
+    code = "conflict"
+    http_status = 409
+
+
+class StorageUnavailableError(MaskqError):
+    """S3 or Redis cannot be reached: worth a retry with backoff."""
+
+    code = "storage_unavailable"
+    http_status = 503
+    transient = True
+
+
+class JobTimeoutError(MaskqError):
+    code = "timeout"
+    http_status = 504
+
+
+class ModelUnavailableError(MaskqError):
+    """The model file is missing or cannot be loaded: an operator's problem, not the caller's."""
+
+    code = "model_unavailable"
+    http_status = 503
+
+
+class ConfigurationError(MaskqError):
+    code = "configuration"
+
+
+class InternalError(MaskqError):
+    code = "internal"
+
+
+ERROR_CODES: dict[str, type[MaskqError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidImageError,
+        UnsupportedFormatError,
+        ImageTooLargeError,
+        InvalidParameterError,
+        NotFoundError,
+        ConflictError,
+        StorageUnavailableError,
+        JobTimeoutError,
+        ModelUnavailableError,
+        ConfigurationError,
+        InternalError,
+    )
+}

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of the seed's U-Net. The only package that imports TensorFlow."""
