@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +19,15 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from maskq import defaults
+
+try:  # ~10x faster PNG writer (MIT), files 10-50 % larger; Pillow stays the fallback
+    import fpng as _fpng
+except ImportError:  # pragma: no cover - the cpu extra installs it
+    _fpng = None
+try:  # OpenCV decodes JPEG pixels straight into numpy, twice as fast as Pillow's copy-out
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - the API's slim install has no OpenCV
+    _cv2 = None
 from maskq.errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, UnsupportedFormatError
 
 # Limits are enforced here, per call, from settings; Pillow's global bomb guard would otherwise
@@ -180,6 +190,10 @@ def decode(
     """
     img = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     fmt, mode = img.format or "?", img.mode
+    if fmt == "JPEG" and mode == "RGB" and draft is None and _cv2 is not None:
+        fast = _decode_jpeg_fast(data, img)
+        if fast is not None:
+            return fast
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -187,7 +201,7 @@ def decode(
                 img.draft("RGB", draft)
             img.seek(0)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
             rgb_img, alpha, icc = _to_rgb_alpha(img)
             rgb = np.asarray(rgb_img, dtype=np.uint8)
     except ImageTooLargeError:
@@ -199,6 +213,46 @@ def decode(
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InvalidImageError(f"unexpected pixel layout {rgb.shape} from a {mode} image")
     return DecodedImage(rgb=np.ascontiguousarray(rgb), alpha=alpha, format=fmt, mode=mode, icc_profile=icc)
+
+
+# EXIF orientation -> the numpy view that shows the picture upright (Pillow's exif_transpose table)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _decode_jpeg_fast(data: bytes, header: Image.Image) -> DecodedImage | None:
+    """Pixels of a plain YCbCr JPEG via OpenCV; metadata (orientation, ICC) from Pillow's header.
+
+    OpenCV fills a truncated JPEG with grey instead of failing, so only data that ends with the
+    end-of-image marker takes this path; anything else goes to Pillow, which names the fault.
+    """
+    if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
+        return None
+    rgb = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_COLOR_RGB | _cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None or rgb.shape[:2] != (header.height, header.width):
+        return None  # OpenCV refused or disagreed (truncated data...): let Pillow decide and explain
+    orientation = header.getexif().get(0x0112, 1)
+    if orientation in _ORIENT:
+        rgb = np.ascontiguousarray(_ORIENT[orientation](rgb))
+    icc = header.info.get("icc_profile") or None
+    return DecodedImage(rgb=rgb, alpha=None, format="JPEG", mode="RGB", icc_profile=icc)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def _with_icc(png: bytes, icc_profile: bytes) -> bytes:
+    """Insert an iCCP chunk right after IHDR (the signature is 8 bytes, IHDR 25)."""
+    chunk = _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
+    return png[:33] + chunk + png[33:]
 
 
 def flatten(rgb: np.ndarray, alpha: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -219,10 +273,15 @@ def encode(
     jpeg_quality: int = defaults.JPEG_QUALITY,
     webp_quality: int = defaults.WEBP_QUALITY,
     png_compress_level: int = defaults.PNG_COMPRESS_LEVEL,
+    png_fast: bool = True,
 ) -> bytes:
     """Encode RGB (+ alpha) or a single grey plane (``rgb`` of shape HxW) with speed-aware settings."""
     if fmt not in CONTENT_TYPES:
         raise InvalidParameterError(f"format must be one of png, webp, jpeg; got {fmt!r}", field="format")
+    if fmt == "png" and png_fast and _fpng is not None and rgb.ndim == 3:
+        pixels = np.ascontiguousarray(rgb if alpha is None else np.dstack([rgb, alpha]))
+        png = _fpng.from_ndarray(pixels)
+        return _with_icc(png, icc_profile) if icc_profile else png
     if rgb.ndim == 2:
         img = Image.fromarray(rgb, "L")
     elif alpha is not None and fmt == "jpeg":

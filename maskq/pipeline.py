@@ -133,6 +133,7 @@ class Pipeline:
                 jpeg_quality=p.quality or s.jpeg_quality,
                 webp_quality=p.quality or s.webp_quality,
                 png_compress_level=s.png_compress_level,
+                png_fast=s.png_fast,
             )
         h, w = rendered.pixels.shape[:2]
         return ProcessResult(data, imaging.CONTENT_TYPES[fmt], "jpg" if fmt == "jpeg" else fmt, w, h, job.timings)

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=1, le=100)
     webp_quality: int = Field(defaults.WEBP_QUALITY, ge=1, le=100)
     png_compress_level: int = Field(defaults.PNG_COMPRESS_LEVEL, ge=0, le=9)
+    png_fast: bool = defaults.PNG_FAST
 
     # Redis and S3
     redis_url: str = defaults.REDIS_URL
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     worker_batching: bool = False
     batch_wait_ms: int = Field(defaults.BATCH_WAIT_MS, ge=0, le=10_000)
     worker_metrics_port: int = Field(defaults.WORKER_METRICS_PORT, ge=0, le=65535)
+    worker_metrics_host: str = defaults.WORKER_METRICS_HOST
     webhook_secret: str = defaults.LOCAL_WEBHOOK_SECRET
     webhook_timeout_seconds: float = Field(defaults.WEBHOOK_TIMEOUT_SECONDS, gt=0)
     webhook_max_retries: int = Field(defaults.WEBHOOK_MAX_RETRIES, ge=0, le=50)
@@ -116,14 +118,18 @@ class Settings(BaseSettings):
 
 
     @model_validator(mode="after")
-    def _check_worker(self) -> "Settings":
+    def _check_worker(self) -> Settings:
         """Time limits and the broker's visibility timeout must nest, or healthy tasks run twice."""
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("MASKQ_TASK_SOFT_TIME_LIMIT must be below MASKQ_TASK_TIME_LIMIT")
         if self.visibility_timeout <= self.task_time_limit:
-            raise ValueError("MASKQ_VISIBILITY_TIMEOUT must exceed MASKQ_TASK_TIME_LIMIT (else a slow task is redelivered)")
+            raise ValueError(
+                "MASKQ_VISIBILITY_TIMEOUT must exceed MASKQ_TASK_TIME_LIMIT (else a slow task is redelivered)"
+            )
         if max(self.retry_backoff_max_seconds, self.webhook_backoff_max_seconds) >= self.visibility_timeout:
-            raise ValueError("retry backoff maxima must stay below MASKQ_VISIBILITY_TIMEOUT (a waiting retry would be redelivered)")
+            raise ValueError(
+                "retry backoff maxima must stay below MASKQ_VISIBILITY_TIMEOUT (a waiting retry would be redelivered)"
+            )
         if not self.webhook_secret.startswith("whsec_"):
             raise ValueError("MASKQ_WEBHOOK_SECRET: expected the Standard Webhooks form 'whsec_<base64>'")
         return self

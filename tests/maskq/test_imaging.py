@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from maskq import imaging
 from maskq.errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, UnsupportedFormatError
@@ -61,6 +61,19 @@ def test_exif_orientation_is_applied(chelsea):
     data = to_bytes(chelsea, "JPEG", exif=exif.tobytes())
     out = imaging.decode(data)
     assert out.rgb.shape[:2] == (chelsea.width, chelsea.height)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(orientation):
+    # an asymmetric picture, so that each of the 8 transforms gives a different array
+    base = Image.fromarray(np.arange(24 * 40 * 3, dtype=np.uint32).reshape(24, 40, 3).astype(np.uint8) * 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = to_bytes(base, "JPEG", quality=100, exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"), np.int16)
+    got = imaging.decode(data).rgb.astype(np.int16)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).mean() < 2  # two JPEG decoders, same upright picture
 
 
 def test_animated_takes_first_frame():
