@@ -23,6 +23,7 @@ from typing import Any
 
 from maskq import __version__
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
+from maskq.faces import cli as faces_cli
 from maskq.ops import OPERATIONS
 from maskq.ops.params import OperationParams, parse_params
 
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-j", "--jobs", type=int, default=0, help="images processed in parallel (default: CPU cores)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_param_options(p, op.params)
+    faces_cli.add_parser(sub)  # `maskq faces IMAGE... --json`: detections only, no output images
     return parser
 
 
@@ -196,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.operation == faces_cli.COMMAND:
+            return faces_cli.run(args)
         return run(args)
     except KeyboardInterrupt:
         print("maskq: interrupted", file=sys.stderr)

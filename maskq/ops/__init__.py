@@ -157,3 +157,7 @@ def get_operation(name: str) -> Operation:
         raise InvalidParameterError(
             f"unknown operation {name!r}; choose one of {', '.join(sorted(OPERATIONS))}", field="operation"
         ) from None
+
+
+# Operations living in their own modules register themselves on import (after the names above exist).
+from maskq.ops import faceblur as _faceblur  # noqa: E402,F401

@@ -56,7 +56,7 @@ def test_mask_soft_and_hard():
     rgb, matte = disc_scene()
     soft = matte * 0.7
     out = run("mask", rgb, soft)
-    assert out.alpha is None and out.pixels.ndim == 2 and out.pixels.max() == 179
+    assert out.alpha is None and out.pixels.ndim == 2 and out.pixels.max() in (178, 179)  # 0.7 * 255 = 178.5
     hard = run("mask", rgb, soft, threshold=0.5)
     assert set(np.unique(hard.pixels)) == {0, 255}
 
