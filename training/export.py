@@ -64,7 +64,12 @@ def max_abs_diff(model: keras.Model, proto: onnx.ModelProto, batch: np.ndarray) 
     return float(np.max(np.abs(expected - got)))
 
 
-def export(weights: Path, out: Path, data: Path = DEFAULT_DATA_DIR) -> dict:
+def export_savedmodel(model: keras.Model, path: Path) -> None:
+    """The SavedModel behind MASKQ_RUNTIME=tensorflow (maskq.segmentation.TensorFlowSegmenter)."""
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def export(weights: Path, out: Path, data: Path = DEFAULT_DATA_DIR, savedmodel: Path | None = None) -> dict:
     model = load_weights_at(weights)
     proto = to_onnx(model)
     diff = max_abs_diff(model, proto, parity_batch(data))
@@ -74,6 +79,8 @@ def export(weights: Path, out: Path, data: Path = DEFAULT_DATA_DIR) -> dict:
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".onnx", delete=False) as tmp:
         tmp.write(proto.SerializeToString())
     Path(tmp.name).replace(out)
+    if savedmodel:
+        export_savedmodel(model, savedmodel)
     info = {
         "onnx": str(out),
         "weights": str(weights),
@@ -90,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, required=True, help="a .keras checkpoint from training.train")
     p.add_argument("--out", type=Path, default=Path("models/unet.onnx"))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="test images for the parity check")
+    p.add_argument("--savedmodel", type=Path, help="also write a TF SavedModel here (e.g. models/unet_savedmodel)")
     args = p.parse_args(argv)
     try:
-        info = export(args.weights, args.out, args.data)
+        info = export(args.weights, args.out, args.data, args.savedmodel)
     except RuntimeError as err:
         print(f"export failed: {err}", file=sys.stderr)
         return 1

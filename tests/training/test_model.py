@@ -73,3 +73,20 @@ def test_export_parity_with_keras(tmp_path):
     assert inp.name == "image" and inp.shape[1:] == [256, 256, 3] and not isinstance(inp.shape[0], int)
     out = session.run(None, {"image": np.zeros((3, 256, 256, 3), np.float32)})[0]
     assert out.shape == (3, 256, 256, 3) and np.allclose(out.sum(-1), 1, atol=1e-5)
+
+
+def test_tensorflow_runtime_agrees_with_onnx(tmp_path):
+    """MASKQ_RUNTIME=tensorflow serves the same network as the ONNX default."""
+    from maskq.segmentation import load_segmenter
+    from maskq.settings import load_settings
+    from training.export import export
+    from training.model import build_unet
+
+    weights = tmp_path / "w.keras"
+    build_unet().save(weights)
+    export(weights, tmp_path / "unet.onnx", data=tmp_path / "no-data", savedmodel=tmp_path / "unet_savedmodel")
+    batch = np.random.default_rng(0).random((2, 256, 256, 3), dtype=np.float32)
+    tf_rt = load_segmenter(load_settings(models_dir=tmp_path, runtime="tensorflow"))
+    onnx_rt = load_segmenter(load_settings(models_dir=tmp_path))
+    assert tf_rt.runtime == "tensorflow" and onnx_rt.runtime == "onnxruntime"
+    assert np.abs(tf_rt.predict(batch) - onnx_rt.predict(batch)).max() < 1e-4
