@@ -1,0 +1,525 @@
+"""Job records: one Redis hash per job, with a TTL, changed only by atomic transitions.
+
+The record is the single source of truth for a job's life (the API reads it, the worker writes it,
+Celery's own result backend is not used). Two layers:
+
+* pure logic, testable without Redis: :class:`JobState`, the transition table, :class:`Job` and its
+  hash encoding, cursors for tenant listings;
+* :class:`JobStore`, the Redis adapter: every state change is one Lua script, so a finished job can
+  never go back whatever the interleaving of workers, retries and cancels; Redis faults become
+  :class:`~maskq.errors.StorageUnavailableError` so that callers see one transient error type.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from maskq import defaults
+from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
+
+# --------------------------------------------------------------------------------------------------
+# pure logic
+
+
+class JobState(str, Enum):  # noqa: UP042 - str mixin: JSON and redis-py take it as a plain string
+    """A job's life: queued -> running -> succeeded | failed, and canceled from either live state."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """A terminal state is final: no transition leaves it."""
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+
+# Allowed moves. running -> running is a redelivery after a lost worker (SIGKILL, OOM): the new
+# attempt takes over. running -> queued is a retry after a transient fault, waiting for its countdown.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED, JobState.FAILED}),
+    JobState.RUNNING: frozenset(
+        {JobState.RUNNING, JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELED: frozenset(),
+}
+
+
+def can_transition(src: JobState, dst: JobState) -> bool:
+    """True when ``src -> dst`` is a legal move; terminal states allow none."""
+    return dst in TRANSITIONS[src]
+
+
+def sources_of(dst: JobState) -> frozenset[JobState]:
+    """Every state from which ``dst`` may be reached: what the Lua script checks atomically."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if dst in targets)
+
+
+def new_job_id() -> str:
+    """A random 128-bit id in hex: unguessable (ids appear in URLs) and safe in S3 keys."""
+    return uuid.uuid4().hex
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class ItemOutcome:
+    """The outcome of one image of a job; a batch job records one per input, each on its own."""
+
+    index: int
+    state: JobState
+    result_key: str | None = None
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "state": self.state.value}
+        for name in ("result_key", "content_type", "width", "height", "error_code", "error_message"):
+            value = getattr(self, name)
+            if value is not None:
+                d[name] = value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ItemOutcome:
+        return cls(
+            index=int(d["index"]),
+            state=JobState(d["state"]),
+            result_key=d.get("result_key"),
+            content_type=d.get("content_type"),
+            width=d.get("width"),
+            height=d.get("height"),
+            error_code=d.get("error_code"),
+            error_message=d.get("error_message"),
+        )
+
+
+@dataclass
+class Job:
+    """One job record. ``input_keys`` holds one key for a plain job, several for a batch job."""
+
+    id: str
+    tenant: str
+    operation: str
+    params: dict[str, Any]
+    state: JobState
+    created_at: float
+    input_keys: list[str]
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    lost_attempts: int = 0
+    result_keys: list[str] = field(default_factory=list)
+    items: list[ItemOutcome] = field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    webhook_url: str | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def input_key(self) -> str:
+        """The first (for a plain job, the only) input: the design's ``input key`` field."""
+        return self.input_keys[0]
+
+    @property
+    def result_key(self) -> str | None:
+        return self.result_keys[0] if self.result_keys else None
+
+    @property
+    def is_batch(self) -> bool:
+        return len(self.input_keys) > 1
+
+    # The hash layout. Lists and dicts are JSON; absent optional fields are not written at all.
+    def to_hash(self) -> dict[str, str]:
+        h: dict[str, str] = {
+            "id": self.id,
+            "tenant": self.tenant,
+            "operation": self.operation,
+            "params": json.dumps(self.params, separators=(",", ":"), sort_keys=True),
+            "state": self.state.value,
+            "created_at": repr(self.created_at),
+            "attempts": str(self.attempts),
+            "lost_attempts": str(self.lost_attempts),
+            "input_key": self.input_key,
+            "input_keys": json.dumps(self.input_keys),
+        }
+        if self.started_at is not None:
+            h["started_at"] = repr(self.started_at)
+        if self.finished_at is not None:
+            h["finished_at"] = repr(self.finished_at)
+        if self.result_keys:
+            h["result_key"] = self.result_keys[0]
+            h["result_keys"] = json.dumps(self.result_keys)
+        if self.items:
+            h["items"] = json.dumps([i.to_dict() for i in self.items])
+        for name in ("error_code", "error_message", "webhook_url", "idempotency_key"):
+            value = getattr(self, name)
+            if value is not None:
+                h[name] = value
+        if self.timings:
+            h["timings"] = json.dumps(self.timings)
+        return h
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> Job:
+        def opt_float(name: str) -> float | None:
+            v = h.get(name)
+            return float(v) if v not in (None, "") else None
+
+        input_keys = json.loads(h["input_keys"]) if "input_keys" in h else [h["input_key"]]
+        if "result_keys" in h:
+            result_keys = json.loads(h["result_keys"])
+        else:
+            result_keys = [h["result_key"]] if h.get("result_key") else []
+        return cls(
+            id=h["id"],
+            tenant=h["tenant"],
+            operation=h["operation"],
+            params=json.loads(h.get("params") or "{}"),
+            state=JobState(h["state"]),
+            created_at=float(h["created_at"]),
+            input_keys=input_keys,
+            started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"),
+            attempts=int(h.get("attempts", 0)),
+            lost_attempts=int(h.get("lost_attempts", 0)),
+            result_keys=result_keys,
+            items=[ItemOutcome.from_dict(d) for d in json.loads(h["items"])] if h.get("items") else [],
+            error_code=h.get("error_code") or None,
+            error_message=h.get("error_message") or None,
+            timings=json.loads(h["timings"]) if h.get("timings") else {},
+            webhook_url=h.get("webhook_url") or None,
+            idempotency_key=h.get("idempotency_key") or None,
+        )
+
+    def to_public(self) -> dict[str, Any]:
+        """The job document clients see (API bodies, webhook payloads): no storage keys, ISO times."""
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "tenant": self.tenant,
+            "operation": self.operation,
+            "params": self.params,
+            "state": self.state.value,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "attempts": self.attempts,
+            "timings": self.timings,
+            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+        }
+        if self.is_batch or self.items:
+            doc["items"] = [
+                {k: v for k, v in i.to_dict().items() if k != "result_key"} for i in self.items
+            ]
+        return doc
+
+
+def encode_cursor(score: int, job_id: str) -> str:
+    """An opaque page cursor: the (created ms, id) of the last job of the page."""
+    return base64.urlsafe_b64encode(f"{score}:{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, _, job_id = raw.partition(":")
+        if not job_id:
+            raise ValueError(raw)
+        return int(score), job_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidParameterError("malformed page cursor", field="cursor") from None
+
+
+def after_cursor(entries: Iterable[tuple[str, int]], cursor: tuple[int, str] | None) -> list[tuple[str, int]]:
+    """Keep the (id, score) entries that come after ``cursor`` in newest-first order.
+
+    Redis returns equal scores in reverse lexicographic order of the member, so an entry comes
+    after (s, id) when its score is lower, or equal with a smaller id.
+    """
+    if cursor is None:
+        return list(entries)
+    cs, cid = cursor
+    return [(m, s) for m, s in entries if s < cs or (s == cs and m < cid)]
+
+
+# --------------------------------------------------------------------------------------------------
+# the Redis adapter
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _redis_faults_are_transient(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn redis-py connection and timeout errors into StorageUnavailableError (retryable)."""
+    import redis.exceptions as rex
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError) as exc:
+            raise StorageUnavailableError(f"Redis unavailable: {exc}", service="redis") from exc
+
+    return wrapper
+
+
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3] idempotency key (or the job key when unused)
+# ARGV[1] "1" when an idempotency key is in use, ARGV[2] ttl s, ARGV[3] score ms, ARGV[4] id,
+# ARGV[5..] field/value pairs. Returns {1, id} when created, {0, existing id} on an idempotent hit,
+# {-1, id} when the id exists already.
+_CREATE_LUA = """
+if ARGV[1] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {0, existing} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, ARGV[4]} end
+local ttl = tonumber(ARGV[2])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - ttl * 1000)
+redis.call('EXPIRE', KEYS[2], ttl)
+if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ttl) end
+return {1, ARGV[4]}
+"""
+
+# KEYS[1] job. ARGV[1] allowed source states (comma separated), ARGV[2] target state,
+# ARGV[3] fields to increment (comma separated, may be empty), ARGV[4] a source state that also
+# increments lost_attempts (or ''), ARGV[5] fields to delete (comma separated), ARGV[6..] pairs.
+# Returns {1, previous state, hash} when applied, {0, current state, hash} when refused, {-1} if gone.
+_TRANSITION_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {-1} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return {0, state, redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+for f in string.gmatch(ARGV[3], '[^,]+') do redis.call('HINCRBY', KEYS[1], f, 1) end
+if ARGV[4] ~= '' and ARGV[4] == state then redis.call('HINCRBY', KEYS[1], 'lost_attempts', 1) end
+for f in string.gmatch(ARGV[5], '[^,]+') do redis.call('HDEL', KEYS[1], f) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {1, state, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+@dataclass
+class Transition:
+    """What a transition did: ``applied`` or not, the state before it, and the record after it."""
+
+    applied: bool
+    previous: JobState
+    job: Job
+
+
+def _pairs_to_dict(flat: list[Any]) -> dict[str, str]:
+    it = iter(flat)
+    return {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class JobStore:
+    """Job records in Redis. Keys: ``{prefix}:job:{id}`` (hash), ``{prefix}:tenant:{t}:jobs`` (zset
+    by creation ms, newest-first listings) and ``{prefix}:idem:{t}:{key}`` (idempotency keys)."""
+
+    def __init__(self, client: Any, ttl_seconds: int = defaults.JOB_TTL_SECONDS,
+                 prefix: str = defaults.REDIS_KEY_PREFIX, clock: Callable[[], float] = time.time) -> None:
+        self.r = client
+        self.ttl = int(ttl_seconds)
+        self.prefix = prefix
+        self.clock = clock
+        self._create = client.register_script(_CREATE_LUA)
+        self._transition = client.register_script(_TRANSITION_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, ttl_seconds: int = defaults.JOB_TTL_SECONDS, **kwargs: Any) -> JobStore:
+        """A store with its own connection pool; short timeouts so a dead Redis fails fast."""
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10,
+                                      health_check_interval=30, decode_responses=True)
+        return cls(client, ttl_seconds=ttl_seconds, **kwargs)
+
+    # keys
+    def job_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def tenant_key(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def idem_key(self, tenant: str, key: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{key}"
+
+    # create and read
+    @_redis_faults_are_transient
+    def create(self, tenant: str, operation: str, params: Mapping[str, Any], input_keys: str | list[str], *,
+               job_id: str | None = None, webhook_url: str | None = None,
+               idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Write a new queued job. Returns ``(job, created)``: with an idempotency key seen before for
+        this tenant, the existing job and ``False`` (the API answers it instead of enqueuing again)."""
+        keys = [input_keys] if isinstance(input_keys, str) else list(input_keys)
+        if not keys:
+            raise InvalidParameterError("a job needs at least one input", field="input")
+        now = self.clock()
+        job = Job(id=job_id or new_job_id(), tenant=tenant, operation=operation, params=dict(params),
+                  state=JobState.QUEUED, created_at=now, input_keys=keys, webhook_url=webhook_url,
+                  idempotency_key=idempotency_key)
+        flat: list[str] = []
+        for k, v in job.to_hash().items():
+            flat += [k, v]
+        idem = self.idem_key(tenant, idempotency_key) if idempotency_key else self.job_key(job.id)
+        status, jid = self._create(
+            keys=[self.job_key(job.id), self.tenant_key(tenant), idem],
+            args=["1" if idempotency_key else "0", self.ttl, int(now * 1000), job.id, *flat],
+        )
+        if int(status) == 1:
+            return job, True
+        if int(status) == -1:
+            raise InvalidParameterError(f"job id {job.id} exists already", field="id")
+        existing = self.get(_s(jid))
+        if existing is None:  # the job expired between the two calls: its idempotency key is stale
+            self.r.delete(idem)
+            return self.create(tenant, operation, params, keys, job_id=job_id, webhook_url=webhook_url,
+                               idempotency_key=idempotency_key)
+        return existing, False
+
+    @_redis_faults_are_transient
+    def get(self, job_id: str) -> Job | None:
+        h = self.r.hgetall(self.job_key(job_id))
+        return Job.from_hash({_s(k): _s(v) for k, v in h.items()}) if h else None
+
+    def require(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job, or NotFoundError; with ``tenant``, another tenant's job is not found either."""
+        job = self.get(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFoundError(f"job {job_id} not found", job_id=job_id)
+        return job
+
+    @_redis_faults_are_transient
+    def find_by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        """The live job created with this idempotency key by this tenant, if any."""
+        jid = self.r.get(self.idem_key(tenant, key))
+        return self.get(_s(jid)) if jid else None
+
+    @_redis_faults_are_transient
+    def list_for_tenant(self, tenant: str, limit: int = defaults.JOB_PAGE_SIZE,
+                        cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """A page of the tenant's jobs, newest first, and the cursor of the next page (or None).
+        Expired records are dropped from the index on the way."""
+        limit = max(1, min(int(limit), defaults.JOB_PAGE_MAX))
+        pos = decode_cursor(cursor) if cursor else None
+        zkey = self.tenant_key(tenant)
+        out: list[tuple[Job, int]] = []
+        max_score: str = str(pos[0]) if pos else "+inf"
+        offset = 0
+        chunk = limit + 1
+        while len(out) <= limit:
+            raw = self.r.zrevrangebyscore(zkey, max_score, "-inf", start=offset, num=chunk, withscores=True)
+            if not raw:
+                break
+            offset += len(raw)
+            entries = after_cursor([(_s(m), int(s)) for m, s in raw], pos)
+            pipe = self.r.pipeline(transaction=False)
+            for m, _ in entries:
+                pipe.hgetall(self.job_key(m))
+            gone = []
+            for (m, s), h in zip(entries, pipe.execute(), strict=True):
+                if h:
+                    out.append((Job.from_hash({_s(k): _s(v) for k, v in h.items()}), s))
+                else:
+                    gone.append(m)
+            if gone:
+                self.r.zrem(zkey, *gone)
+            if len(raw) < chunk:
+                break
+        page = out[:limit]
+        nxt = encode_cursor(page[-1][1], page[-1][0].id) if len(out) > limit else None
+        return [j for j, _ in page], nxt
+
+    # transitions
+    @_redis_faults_are_transient
+    def _apply(self, job_id: str, dst: JobState, *, incr: Iterable[str] = (), lost_from: JobState | None = None,
+               delete: Iterable[str] = (), fields: Mapping[str, str] | None = None) -> Transition:
+        flat: list[str] = []
+        for k, v in (fields or {}).items():
+            flat += [k, v]
+        res = self._transition(
+            keys=[self.job_key(job_id)],
+            args=[",".join(s.value for s in sources_of(dst)), dst.value, ",".join(incr),
+                  lost_from.value if lost_from else "", ",".join(delete), *flat],
+        )
+        if int(res[0]) == -1:
+            raise NotFoundError(f"job {job_id} not found", job_id=job_id)
+        job = Job.from_hash(_pairs_to_dict(res[2]))
+        return Transition(applied=int(res[0]) == 1, previous=JobState(_s(res[1])), job=job)
+
+    def mark_running(self, job_id: str) -> Transition:
+        """Start an attempt: from queued, or from running when the previous attempt's worker was lost
+        (that also counts in ``lost_attempts``). Refused (``applied`` False) for a finished job."""
+        return self._apply(job_id, JobState.RUNNING, incr=["attempts"], lost_from=JobState.RUNNING,
+                           delete=["error_code", "error_message"], fields={"started_at": repr(self.clock())})
+
+    def mark_retrying(self, job_id: str, code: str, message: str) -> Transition:
+        """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile."""
+        return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message})
+
+    def mark_succeeded(self, job_id: str, result_keys: list[str], items: list[ItemOutcome] | None = None,
+                       timings: Mapping[str, float] | None = None) -> Transition:
+        fields = {"finished_at": repr(self.clock()), "result_keys": json.dumps(result_keys)}
+        if result_keys:
+            fields["result_key"] = result_keys[0]
+        if items:
+            fields["items"] = json.dumps([i.to_dict() for i in items])
+        if timings:
+            fields["timings"] = json.dumps(dict(timings))
+        return self._finish(job_id, JobState.SUCCEEDED, fields, delete=["error_code", "error_message"])
+
+    def mark_failed(self, job_id: str, code: str, message: str, items: list[ItemOutcome] | None = None,
+                    timings: Mapping[str, float] | None = None) -> Transition:
+        fields = {"finished_at": repr(self.clock()), "error_code": code, "error_message": message[:2000]}
+        if items:
+            fields["items"] = json.dumps([i.to_dict() for i in items])
+        if timings:
+            fields["timings"] = json.dumps(dict(timings))
+        return self._finish(job_id, JobState.FAILED, fields)
+
+    def cancel(self, job_id: str) -> Transition:
+        """Cancel a live job. A queued one is skipped by the worker; a running one finishes its
+        computation but its result is not recorded (the terminal state wins)."""
+        return self._finish(job_id, JobState.CANCELED, {"finished_at": repr(self.clock())})
+
+    def _finish(self, job_id: str, dst: JobState, fields: dict[str, str], delete: Iterable[str] = ()) -> Transition:
+        t = self._apply(job_id, dst, fields=fields, delete=delete)
+        if t.applied:  # a finished record lives ttl seconds from its end, not from its creation
+            self._touch(job_id)
+        return t
+
+    @_redis_faults_are_transient
+    def _touch(self, job_id: str) -> None:
+        self.r.expire(self.job_key(job_id), self.ttl)

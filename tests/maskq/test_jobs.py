@@ -1,0 +1,217 @@
+"""Job records: the pure logic alone, then the store against a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
+from maskq.jobs import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    ItemOutcome,
+    Job,
+    JobState,
+    JobStore,
+    after_cursor,
+    can_transition,
+    decode_cursor,
+    encode_cursor,
+    sources_of,
+)
+
+# ---- pure logic ------------------------------------------------------------------------------------
+
+
+def test_terminal_states_never_move():
+    for state in JobState:
+        assert state.is_terminal == (state in TERMINAL_STATES)
+        if state.is_terminal:
+            assert not any(can_transition(state, dst) for dst in JobState)
+    assert {s.value for s in TERMINAL_STATES} == {"succeeded", "failed", "canceled"}
+
+
+def test_live_states_reach_every_end():
+    assert can_transition(JobState.QUEUED, JobState.RUNNING)
+    assert can_transition(JobState.RUNNING, JobState.SUCCEEDED)
+    assert can_transition(JobState.RUNNING, JobState.RUNNING)  # redelivery after a lost worker
+    assert not can_transition(JobState.QUEUED, JobState.SUCCEEDED)  # nothing succeeds unrun
+    assert sources_of(JobState.CANCELED) == {JobState.QUEUED, JobState.RUNNING}
+    assert set(TRANSITIONS) == set(JobState)
+
+
+def test_hash_round_trip_keeps_every_field():
+    job = Job(id="a1", tenant="acme", operation="swap", params={"background_color": "#fff", "n": [1, 2]},
+              state=JobState.SUCCEEDED, created_at=1700000000.25,
+              input_keys=["acme/a1/input/0.png", "acme/a1/input/1.png"],
+              started_at=1700000001.5, finished_at=1700000002.75, attempts=2, lost_attempts=1,
+              result_keys=["acme/a1/result/0.png"],
+              items=[ItemOutcome(0, JobState.SUCCEEDED, "acme/a1/result/0.png", "image/png", 10, 20),
+                     ItemOutcome(1, JobState.FAILED, error_code="invalid_image", error_message="truncated")],
+              timings={"infer": 0.1}, webhook_url="http://127.0.0.1:1/h", idempotency_key="k1")
+    h = job.to_hash()
+    assert all(isinstance(v, str) for v in h.values())
+    assert h["input_key"] == "acme/a1/input/0.png" and h["result_key"] == "acme/a1/result/0.png"
+    assert Job.from_hash(h) == job
+
+
+def test_public_document_hides_storage_keys_and_uses_iso_times():
+    job = Job(id="a1", tenant="acme", operation="mask", params={}, state=JobState.FAILED, created_at=0.0,
+              input_keys=["acme/a1/input/0"], error_code="invalid_image", error_message="bad")
+    doc = job.to_public()
+    assert doc["created_at"] == "1970-01-01T00:00:00Z"
+    assert doc["error"] == {"code": "invalid_image", "message": "bad"}
+    assert "input_key" not in str(doc) and "acme/a1" not in str(doc)
+
+
+def test_cursor_round_trip_and_garbage():
+    assert decode_cursor(encode_cursor(1234, "abc")) == (1234, "abc")
+    for bad in ("", "!!!", encode_cursor(1, "x")[:-3] + "@@"):
+        with pytest.raises(InvalidParameterError):
+            decode_cursor(bad)
+
+
+def test_after_cursor_breaks_ties_by_id():
+    entries = [("c", 5), ("b", 5), ("a", 5), ("z", 4)]
+    assert after_cursor(entries, (5, "b")) == [("a", 5), ("z", 4)]
+    assert after_cursor(entries, None) == entries
+
+
+# ---- against redis-server --------------------------------------------------------------------------
+
+
+def test_create_and_get(job_store: JobStore):
+    job, created = job_store.create("acme", "mask", {"threshold": 0.5}, "acme/x/input/0.png")
+    assert created and job.state is JobState.QUEUED and job.attempts == 0
+    got = job_store.get(job.id)
+    assert got is not None and got.params == {"threshold": 0.5} and got.input_key == "acme/x/input/0.png"
+    assert 0 < job_store.r.ttl(job_store.job_key(job.id)) <= job_store.ttl
+    assert job_store.get("nope") is None
+    with pytest.raises(NotFoundError):
+        job_store.require(job.id, tenant="someone-else")
+
+
+def test_idempotency_key_returns_the_same_job(job_store: JobStore):
+    first, c1 = job_store.create("acme", "mask", {}, "k0", idempotency_key="order-17")
+    again, c2 = job_store.create("acme", "blur", {}, "k1", idempotency_key="order-17")
+    other, c3 = job_store.create("globex", "mask", {}, "k2", idempotency_key="order-17")
+    assert c1 and not c2 and c3
+    assert again.id == first.id and again.operation == "mask"
+    assert other.id != first.id
+    assert job_store.find_by_idempotency_key("acme", "order-17").id == first.id
+    assert job_store.find_by_idempotency_key("acme", "unknown") is None
+
+
+def test_life_of_a_job(job_store: JobStore):
+    job, _ = job_store.create("acme", "mask", {}, "in")
+    t = job_store.mark_running(job.id)
+    assert t.applied and t.previous is JobState.QUEUED and t.job.attempts == 1 and t.job.started_at
+    t = job_store.mark_retrying(job.id, "storage_unavailable", "S3 down")
+    assert t.applied and t.job.state is JobState.QUEUED and t.job.error_code == "storage_unavailable"
+    t = job_store.mark_running(job.id)
+    assert t.job.attempts == 2 and t.job.lost_attempts == 0 and t.job.error_code is None
+    t = job_store.mark_succeeded(job.id, ["acme/r/0.png"], timings={"infer": 0.04})
+    assert t.applied and t.job.state is JobState.SUCCEEDED and t.job.result_key == "acme/r/0.png"
+    assert t.job.finished_at >= t.job.started_at and t.job.timings == {"infer": 0.04}
+    # a finished job never goes back, whatever is asked
+    for move in (lambda: job_store.mark_running(job.id), lambda: job_store.mark_failed(job.id, "internal", "x"),
+                 lambda: job_store.cancel(job.id), lambda: job_store.mark_retrying(job.id, "x", "y")):
+        t2 = move()
+        assert not t2.applied and t2.job.state is JobState.SUCCEEDED
+    assert job_store.get(job.id).attempts == 2
+
+
+def test_redelivery_counts_a_lost_attempt(job_store: JobStore):
+    job, _ = job_store.create("acme", "mask", {}, "in")
+    job_store.mark_running(job.id)
+    t = job_store.mark_running(job.id)  # the first worker died without finishing
+    assert t.applied and t.previous is JobState.RUNNING and t.job.lost_attempts == 1 and t.job.attempts == 2
+
+
+def test_cancel_while_queued_wins_over_the_worker(job_store: JobStore):
+    job, _ = job_store.create("acme", "mask", {}, "in")
+    assert job_store.cancel(job.id).applied
+    t = job_store.mark_running(job.id)
+    assert not t.applied and t.job.state is JobState.CANCELED
+    with pytest.raises(NotFoundError):
+        job_store.mark_running("missing")
+
+
+def test_racing_transitions_have_exactly_one_winner(job_store: JobStore):
+    """40 threads race to finish the same running job in different ways: one wins, the rest see it."""
+    for _ in range(5):
+        job, _ = job_store.create("acme", "mask", {}, "in")
+        job_store.mark_running(job.id)
+        wins: list[str] = []
+        barrier = threading.Barrier(40)
+
+        def racer(i: int, job_id: str = job.id, barrier: threading.Barrier = barrier, wins: list[str] = wins) -> None:
+            barrier.wait()
+            if i % 3 == 0:
+                t = job_store.cancel(job_id)
+            elif i % 3 == 1:
+                t = job_store.mark_failed(job_id, "internal", str(i))
+            else:
+                t = job_store.mark_succeeded(job_id, [f"r{i}"])
+            if t.applied:
+                wins.append(t.job.state.value)
+
+        threads = [threading.Thread(target=racer, args=(i,)) for i in range(40)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(wins) == 1
+        assert job_store.get(job.id).state.value == wins[0]
+
+
+def test_batch_items_are_recorded_one_by_one(job_store: JobStore):
+    job, _ = job_store.create("acme", "mask", {}, ["a", "b", "c"])
+    assert job.is_batch and job.input_key == "a"
+    job_store.mark_running(job.id)
+    items = [ItemOutcome(0, JobState.SUCCEEDED, "r0", "image/png", 4, 4),
+             ItemOutcome(1, JobState.FAILED, error_code="invalid_image", error_message="truncated"),
+             ItemOutcome(2, JobState.SUCCEEDED, "r2", "image/png", 4, 4)]
+    job_store.mark_succeeded(job.id, ["r0", "r2"], items)
+    got = job_store.get(job.id)
+    assert [i.state for i in got.items] == [JobState.SUCCEEDED, JobState.FAILED, JobState.SUCCEEDED]
+    assert got.items[1].error_code == "invalid_image"
+    assert [i["state"] for i in got.to_public()["items"]] == ["succeeded", "failed", "succeeded"]
+
+
+def test_list_for_tenant_newest_first_with_cursor(job_store: JobStore):
+    clock = iter([1000.0] * 5 + [1001.0 + i for i in range(21)])  # 5 jobs share one millisecond
+    store = JobStore(job_store.r, ttl_seconds=3600, clock=lambda: next(clock))
+    made = [store.create("acme", "mask", {}, f"in{i}")[0] for i in range(25)]
+    store.create("globex", "mask", {}, "other")
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page, cursor = store.list_for_tenant("acme", limit=4, cursor=cursor)
+        seen += [j.id for j in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 7 and len(seen) == 25 and len(set(seen)) == 25
+    created = sorted(made, key=lambda j: (j.created_at, j.id), reverse=True)
+    assert seen == [j.id for j in created]
+
+
+def test_expired_records_leave_the_listing(job_store: JobStore):
+    a, _ = job_store.create("acme", "mask", {}, "a")
+    b, _ = job_store.create("acme", "mask", {}, "b")
+    job_store.r.delete(job_store.job_key(a.id))  # what the TTL does
+    page, cursor = job_store.list_for_tenant("acme")
+    assert [j.id for j in page] == [b.id] and cursor is None
+    assert job_store.r.zcard(job_store.tenant_key("acme")) == 1
+
+
+def test_redis_down_is_transient():
+    from maskq.embedded import free_port
+
+    store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StorageUnavailableError) as err:
+        store.get("x")
+    assert err.value.transient and err.value.code == "storage_unavailable"

@@ -1,0 +1,102 @@
+"""Per-process state of a worker: settings, the job store, storage, and the model.
+
+The model is loaded once per pool process, in ``worker_process_init`` (see ``app.py``), never per
+task; solo and threads pools load it when the worker is ready. Heavy imports (ONNX Runtime, via
+``maskq.pipeline``) happen only here, lazily, so that the API can import ``worker.app`` to send
+tasks without pulling the runtime in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from maskq.jobs import JobStore
+from maskq.settings import Settings, get_settings
+from maskq.storage import Storage
+from worker.batcher import Batcher
+
+if TYPE_CHECKING:
+    from maskq.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# Set in the worker's main process once the pool size is known (celeryd_after_setup); forked
+# children inherit it and size ONNX Runtime's thread pool from it.
+POOL_CONCURRENCY: int | None = None
+
+
+def intra_op_threads(settings: Settings, concurrency: int | None) -> int:
+    """Threads per inference session: the setting when given, else cores / pool processes, so that
+    N prefork children on C cores do not run N x C threads that fight over caches."""
+    if settings.intra_op_threads:
+        return settings.intra_op_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, concurrency or 1))
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jobs = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
+        self.storage = Storage.from_settings(settings)
+        self._pipeline: Pipeline | None = None
+        self._batcher: Batcher | None = None
+        self._lock = threading.Lock()
+
+    def load_pipeline(self, concurrency: int | None = None) -> Pipeline:
+        """Load the ONNX model now; idempotent."""
+        with self._lock:
+            if self._pipeline is None:
+                from maskq.pipeline import Pipeline
+
+                threads = intra_op_threads(self.settings, concurrency if concurrency is not None else POOL_CONCURRENCY)
+                self._pipeline = Pipeline.load(self.settings.model_copy(update={"intra_op_threads": threads}))
+                log.info("model loaded in pid %s (%s intra-op threads)", os.getpid(), threads)
+            return self._pipeline
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline or self.load_pipeline()
+
+    def _infer_many(self, items: list[tuple]) -> list[Any]:
+        from worker.metrics import BATCH_SIZE
+
+        BATCH_SIZE.observe(len(items))
+        return self.pipeline.process_many(items)
+
+    def process_many(self, items: list[tuple]) -> list[Any]:
+        """Through the cross-job batcher when enabled (threads pool), else straight to the model."""
+        if self.settings.worker_batching:
+            with self._lock:
+                if self._batcher is None:
+                    self._batcher = Batcher(self._infer_many, self.settings.max_batch, self.settings.batch_wait_ms)
+            return self._batcher.submit_many(items)
+        return self._infer_many(items)
+
+    @property
+    def batcher(self) -> Batcher | None:
+        return self._batcher
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get() -> Runtime:
+    """This process's runtime, made on first use (after fork, so no socket is shared with the parent)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            _runtime = Runtime(get_settings())
+            _runtime.pid = os.getpid()  # type: ignore[attr-defined]
+        return _runtime
+
+
+def reset() -> None:
+    """Forget this process's runtime (a forked child must not reuse its parent's connections)."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = None
