@@ -111,3 +111,34 @@ WEBHOOK_BACKOFF_SECONDS = 2
 WEBHOOK_BACKOFF_MAX_SECONDS = 240
 # A local-only signing secret (Standard Webhooks form "whsec_" + base64); production sets its own.
 LOCAL_WEBHOOK_SECRET = "whsec_bWFza3EtbG9jYWwtd2ViaG9vay1zZWNyZXQ="
+
+# --- observability (issue 8) ----------------------------------------------------------------------
+# Logs: JSON lines in containers (one event a line, machine-parsed, job id and tenant on each);
+# `text` for a developer's console.
+LOG_FORMAT = "json"
+# INFO shows one line per job start and end; DEBUG adds per-stage detail.
+LOG_LEVEL = "INFO"
+# The standalone backlog exporter (`python -m maskq.backlog`) listens here: next to the worker's 9464.
+BACKLOG_EXPORTER_PORT = 9465
+# Queues whose backlog is exported: the two image pools KEDA scales (webhooks never need scaling).
+BACKLOG_QUEUES = ("cpu", "gpu")
+
+# --- the HTTP API (issue 7) ---------------------------------------------------------------------
+# A request body may be one image at the byte limit plus its multipart framing and form fields
+# (64 KiB is far above what the operation, parameters and webhook take). Batches of large images go
+# through presigned uploads (`POST /v1/uploads`), so one body never needs to hold several of them.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = MAX_BYTES + MULTIPART_OVERHEAD_BYTES
+# Queued + running jobs on the API's queue above which new jobs get 429: 10,000 is ~2 minutes of work
+# for the CPU pool at its ceiling (~80 jobs/s, deploy/README.md); beyond that a job waits so long that
+# a client is better told to come back than silently parked.
+BACKLOG_LIMIT = 10_000
+# The backlog is read from Redis at most once a second per API process (not per request): at
+# 200 requests/s that is 1 read instead of 200, and the limit is a soft guard, not an exact quota.
+BACKLOG_CACHE_SECONDS = 1.0
+# Retry-After of a 429: a backlog at the limit drains in minutes; 30 s spreads retries without
+# leaving capacity idle for long.
+BACKLOG_RETRY_AFTER_SECONDS = 30
+# Webhook targets on private, loopback or link-local addresses are refused (SSRF: a job could make the
+# webhook worker call the cluster's internal services). Tests and `maskq up` on a laptop turn it on.
+WEBHOOK_ALLOW_PRIVATE = False

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maskq import defaults
@@ -85,6 +85,27 @@ class Settings(BaseSettings):
     webhook_max_retries: int = Field(defaults.WEBHOOK_MAX_RETRIES, ge=0, le=50)
     webhook_backoff_seconds: float = Field(defaults.WEBHOOK_BACKOFF_SECONDS, gt=0)
     webhook_backoff_max_seconds: float = Field(defaults.WEBHOOK_BACKOFF_MAX_SECONDS, gt=0)
+
+    # --- the HTTP API (issue 7) ---
+    # the largest request body accepted (413 above it, checked before the body is read whole)
+    max_request_bytes: int = Field(defaults.MAX_REQUEST_BYTES, ge=1024)
+    # queued + running jobs on the queue above which POST /v1/jobs and /v1/batches answer 429
+    backlog_limit: int = Field(defaults.BACKLOG_LIMIT, ge=1)
+    backlog_cache_seconds: float = Field(defaults.BACKLOG_CACHE_SECONDS, ge=0)
+    backlog_retry_after_seconds: int = Field(defaults.BACKLOG_RETRY_AFTER_SECONDS, ge=1)
+    # accept webhook URLs that resolve to private, loopback or link-local addresses (tests, laptops)
+    webhook_allow_private: bool = defaults.WEBHOOK_ALLOW_PRIVATE
+    # --- observability (issue 8) ---
+    log_format: Literal["json", "text"] = defaults.LOG_FORMAT
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = defaults.LOG_LEVEL
+    backlog_exporter_port: int = Field(defaults.BACKLOG_EXPORTER_PORT, ge=0, le=65535)
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case(cls, v: object, info) -> object:  # MASKQ_LOG_LEVEL=info and MASKQ_LOG_FORMAT=JSON both work
+        if not isinstance(v, str):
+            return v
+        return v.upper() if info.field_name == "log_level" else v.lower()
 
     @property
     def model_path(self) -> Path:

@@ -73,6 +73,9 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+# log context into message headers, JSON logs, busy/model metrics: Celery signal hooks (issue 8)
+from worker import observability  # noqa: E402,F401
+
 
 def enqueue_job(job_id: str, queue: str | None = None, celery_app: Celery | None = None) -> str:
     """Send the image task for a job already written as ``queued`` (what the API calls); returns the

@@ -55,6 +55,9 @@ class Runtime:
                 threads = intra_op_threads(self.settings, concurrency if concurrency is not None else POOL_CONCURRENCY)
                 self._pipeline = Pipeline.load(self.settings.model_copy(update={"intra_op_threads": threads}))
                 log.info("model loaded in pid %s (%s intra-op threads)", os.getpid(), threads)
+                from worker.observability import record_model_loaded
+
+                record_model_loaded(self._pipeline, self.settings)
             return self._pipeline
 
     @property
