@@ -101,6 +101,21 @@ class InternalError(MaskqError):
     code = "internal"
 
 
+class UnauthorizedError(MaskqError):
+    """No API key, or one the deployment does not know (HTTP only)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class BacklogFullError(MaskqError):
+    """The queue's backlog is past its limit: come back after ``retry_after`` seconds (HTTP only)."""
+
+    code = "backlog_full"
+    http_status = 429
+    transient = True
+
+
 ERROR_CODES: dict[str, type[MaskqError]] = {
     cls.code: cls
     for cls in (
@@ -115,5 +130,7 @@ ERROR_CODES: dict[str, type[MaskqError]] = {
         ModelUnavailableError,
         ConfigurationError,
         InternalError,
+        UnauthorizedError,
+        BacklogFullError,
     )
 }

@@ -137,6 +137,8 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     webhook_url: str | None = None
     idempotency_key: str | None = None
+    # the webhook events asked for ("job.succeeded", ...); empty: every terminal state
+    webhook_events: list[str] = field(default_factory=list)
 
     @property
     def input_key(self) -> str:
@@ -180,6 +182,8 @@ class Job:
                 h[name] = value
         if self.timings:
             h["timings"] = json.dumps(self.timings)
+        if self.webhook_events:
+            h["webhook_events"] = json.dumps(self.webhook_events)
         return h
 
     @classmethod
@@ -212,6 +216,7 @@ class Job:
             timings=json.loads(h["timings"]) if h.get("timings") else {},
             webhook_url=h.get("webhook_url") or None,
             idempotency_key=h.get("idempotency_key") or None,
+            webhook_events=json.loads(h["webhook_events"]) if h.get("webhook_events") else [],
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -380,7 +385,7 @@ class JobStore:
     @_redis_faults_are_transient
     def create(self, tenant: str, operation: str, params: Mapping[str, Any], input_keys: str | list[str], *,
                job_id: str | None = None, webhook_url: str | None = None,
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, webhook_events: list[str] | None = None) -> tuple[Job, bool]:
         """Write a new queued job. Returns ``(job, created)``: with an idempotency key seen before for
         this tenant, the existing job and ``False`` (the API answers it instead of enqueuing again)."""
         keys = [input_keys] if isinstance(input_keys, str) else list(input_keys)
@@ -389,7 +394,7 @@ class JobStore:
         now = self.clock()
         job = Job(id=job_id or new_job_id(), tenant=tenant, operation=operation, params=dict(params),
                   state=JobState.QUEUED, created_at=now, input_keys=keys, webhook_url=webhook_url,
-                  idempotency_key=idempotency_key)
+                  idempotency_key=idempotency_key, webhook_events=list(webhook_events or []))
         flat: list[str] = []
         for k, v in job.to_hash().items():
             flat += [k, v]
@@ -406,7 +411,7 @@ class JobStore:
         if existing is None:  # the job expired between the two calls: its idempotency key is stale
             self.r.delete(idem)
             return self.create(tenant, operation, params, keys, job_id=job_id, webhook_url=webhook_url,
-                               idempotency_key=idempotency_key)
+                               idempotency_key=idempotency_key, webhook_events=webhook_events)
         return existing, False
 
     @_redis_faults_are_transient
@@ -465,13 +470,15 @@ class JobStore:
     # transitions
     @_redis_faults_are_transient
     def _apply(self, job_id: str, dst: JobState, *, incr: Iterable[str] = (), lost_from: JobState | None = None,
-               delete: Iterable[str] = (), fields: Mapping[str, str] | None = None) -> Transition:
+               delete: Iterable[str] = (), fields: Mapping[str, str] | None = None,
+               sources: Iterable[JobState] | None = None) -> Transition:
         flat: list[str] = []
         for k, v in (fields or {}).items():
             flat += [k, v]
         res = self._transition(
             keys=[self.job_key(job_id)],
-            args=[",".join(s.value for s in sources_of(dst)), dst.value, ",".join(incr),
+            args=[",".join(s.value for s in (sources_of(dst) if sources is None else sources)), dst.value,
+                  ",".join(incr),
                   lost_from.value if lost_from else "", ",".join(delete), *flat],
         )
         if int(res[0]) == -1:
@@ -514,8 +521,15 @@ class JobStore:
         computation but its result is not recorded (the terminal state wins)."""
         return self._finish(job_id, JobState.CANCELED, {"finished_at": repr(self.clock())})
 
-    def _finish(self, job_id: str, dst: JobState, fields: dict[str, str], delete: Iterable[str] = ()) -> Transition:
-        t = self._apply(job_id, dst, fields=fields, delete=delete)
+    def cancel_queued(self, job_id: str) -> Transition:
+        """Cancel a job only while it is queued (the API's DELETE): atomically refused (``applied``
+        False, ``previous`` the state it has) once a worker has started it or it has finished."""
+        return self._finish(job_id, JobState.CANCELED, {"finished_at": repr(self.clock())},
+                            sources=[JobState.QUEUED])
+
+    def _finish(self, job_id: str, dst: JobState, fields: dict[str, str], delete: Iterable[str] = (),
+                sources: Iterable[JobState] | None = None) -> Transition:
+        t = self._apply(job_id, dst, fields=fields, delete=delete, sources=sources)
         if t.applied:  # a finished record lives ttl seconds from its end, not from its creation
             self._touch(job_id)
         return t

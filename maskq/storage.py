@@ -111,12 +111,13 @@ class StoredObject:
     metadata: dict[str, str]
 
 
-def make_http_client(connect_timeout: float, read_timeout: float, retries: int) -> urllib3.PoolManager:
+def make_http_client(connect_timeout: float, read_timeout: float, retries: int,
+                     pool_size: int = 10) -> urllib3.PoolManager:
     """A pool with timeouts (the SDK's default waits for ever on a dead server) and a few quick
     retries for dropped connections and 5xx; longer outages are the task's retry loop's business."""
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-        maxsize=10,
+        maxsize=pool_size,  # connections kept per host: one per thread that may call S3 at once
         retries=urllib3.Retry(total=retries, backoff_factor=0.2,
                               status_forcelist=(500, 502, 503, 504), allowed_methods=None,
                               raise_on_status=False),
@@ -139,11 +140,13 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, connect_timeout: float | None = None,
-                      read_timeout: float | None = None, retries: int | None = None) -> Storage:
+                      read_timeout: float | None = None, retries: int | None = None,
+                      pool_size: int = 10) -> Storage:
         http = make_http_client(
             settings.s3_connect_timeout if connect_timeout is None else connect_timeout,
             settings.s3_read_timeout if read_timeout is None else read_timeout,
             settings.s3_http_retries if retries is None else retries,
+            pool_size,
         )
         # the region is given so that the SDK never asks the server for it (one round trip less)
         client = Minio(settings.s3_endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,

@@ -86,13 +86,21 @@ class JobTask(Task):
         metrics.task_ended(self.name, task_id, str(retval))
 
 
+def wants_webhook(events: list[str], state: str) -> bool:
+    """No events asked means every end state; otherwise only those named (``job.succeeded``...)."""
+    return not events or f"job.{state}" in events
+
+
 def finished(t: Transition) -> None:
     """After a transition into a terminal state: count it, and queue the webhook if one was asked."""
     if not (t.applied and t.job.state.is_terminal):
         return
     job = t.job
-    metrics.JOBS_FINISHED.labels(job.operation, job.state.value, job.error_code or "").inc()
-    if job.webhook_url:
+    metrics.job_finished(job)
+    log.info("job %s", job.state.value, extra={"job_id": job.id, "tenant": job.tenant, "state": job.state.value,
+                                               "error_code": job.error_code, "attempts": job.attempts,
+                                               "timings": job.timings})
+    if job.webhook_url and wants_webhook(job.webhook_events, job.state.value):
         try:
             app.send_task(WEBHOOK_TASK, args=[job.id, job.state.value])
         except Exception as exc:  # noqa: BLE001 - the job's outcome is recorded; the hook is best effort

@@ -139,3 +139,11 @@ def test_import_boundaries():
     for path in (REPO_ROOT / "maskq").rglob("*.py"):
         text = path.read_text()
         assert "import celery" not in text and "from celery" not in text, path
+
+
+def test_webhook_events_filter():
+    from worker.tasks import wants_webhook
+
+    assert wants_webhook([], "failed")
+    assert wants_webhook(["job.succeeded", "job.failed"], "failed")
+    assert not wants_webhook(["job.succeeded"], "failed")

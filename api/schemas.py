@@ -1,0 +1,147 @@
+"""Request and response models: what the OpenAPI schema shows, with examples. Operation parameters
+are :mod:`maskq.ops.params`' models (the same the CLI and the worker validate with); their JSON
+schemas are served by ``GET /v1/operations``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+State = Literal["queued", "running", "succeeded", "failed", "canceled"]
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
+WEBHOOK_EVENTS: tuple[str, ...] = ("job.succeeded", "job.failed", "job.canceled")
+
+JOB_EXAMPLE = {
+    "id": "3f2c5b6e0d5a4c1e9b7a8d6c5e4f3a2b", "tenant": "acme", "operation": "remove",
+    "params": {"format": "png"}, "state": "succeeded", "created_at": "2026-01-05T10:00:00.120Z",
+    "started_at": "2026-01-05T10:00:00.310Z", "finished_at": "2026-01-05T10:00:00.702Z", "attempts": 1,
+    "timings": {"read": 0.004, "decode": 0.02, "infer": 0.05, "encode": 0.03, "write": 0.01}, "error": None,
+    "result_url": "http://127.0.0.1:8333/maskq-results/acme/3f2c.../result/0.png?X-Amz-Signature=...",
+}
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable error code (invalid_image, unsupported_format, image_too_large, "
+                                  "invalid_parameter, not_found, conflict, storage_unavailable, timeout, "
+                                  "internal, ...)")
+    message: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer, and the shape of a failed job's ``error``."""
+
+    error: ErrorInfo
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": {"code": "invalid_parameter", "message": "params.strength: Input should be less than or "
+                   "equal to 100", "details": {"field": "params.strength"}}}]})
+
+
+class ItemDoc(BaseModel):
+    index: int
+    state: State
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result_url: str | None = None
+
+
+class JobDocument(BaseModel):
+    """A job as clients see it. ``result_url`` (a presigned GET) is present once it succeeded."""
+
+    id: str
+    tenant: str
+    operation: str
+    params: dict[str, Any]
+    state: State
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    timings: dict[str, float]
+    error: ErrorInfo | None
+    items: list[ItemDoc] | None = None
+    result_url: str | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
+
+
+class JobCreate(BaseModel):
+    """``POST /v1/jobs`` as JSON: the input is an object uploaded before with ``POST /v1/uploads``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"operation": "swap", "input_key": "acme/0b6f.../input/0.jpg",
+         "params": {"background_color": "#ffffff", "canvas_width": 2000, "canvas_height": 2000, "format": "jpeg"},
+         "webhook_url": "https://shop.example/hooks/maskq", "webhook_events": ["job.succeeded", "job.failed"]}]})
+
+    operation: str = Field(description="mask, remove, swap, blur, crop or faceblur", max_length=32)
+    input_key: str = Field(description="the key returned by POST /v1/uploads", min_length=1, max_length=512)
+    params: dict[str, Any] = Field(default_factory=dict, description="the operation's parameters "
+                                   "(their schemas: GET /v1/operations)")
+    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL POSTed when the job ends")
+    webhook_events: list[WebhookEvent] | None = Field(None, description="events to send; default: all")
+
+
+class JobPage(BaseModel):
+    jobs: list[JobDocument]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last one")
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"content_type": "image/jpeg"}]})
+
+    content_type: Literal["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
+                          "image/avif"] = Field("image/jpeg", description="the image's type (sets the key's extension)")
+
+
+class UploadTicket(BaseModel):
+    key: str = Field(description="use as input_key in POST /v1/jobs or POST /v1/batches")
+    url: str = Field(description="PUT the image's bytes here, with no Authorization header")
+    method: Literal["PUT"] = "PUT"
+    expires_in: int = Field(description="seconds the URL stays valid")
+    max_bytes: int
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "key": "acme/0b6f2c.../input/0.jpg", "url": "http://127.0.0.1:8333/maskq-inputs/acme/...?X-Amz-Signature=...",
+        "method": "PUT", "expires_in": 900, "max_bytes": 52428800}]})
+
+
+class BatchCreate(BaseModel):
+    """``POST /v1/batches`` as JSON: one operation over several uploaded objects."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"operation": "remove", "input_keys": ["acme/a1.../input/0.jpg", "acme/b2.../input/0.jpg"]}]})
+
+    operation: str = Field(max_length=32)
+    input_keys: list[str] = Field(min_length=1, description="keys from POST /v1/uploads")
+    params: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_events: list[WebhookEvent] | None = None
+
+
+class BatchJob(BaseModel):
+    id: str
+    state: State | Literal["expired"]
+
+
+class BatchDocument(BaseModel):
+    """A batch: one id over one job per image, the jobs' states counted."""
+
+    id: str
+    tenant: str
+    operation: str
+    created_at: str | None
+    total: int
+    counts: dict[str, int] = Field(description="jobs per state (queued, running, succeeded, failed, canceled)")
+    done: bool = Field(description="every job has finished")
+    jobs: list[BatchJob]
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "9d1e...", "tenant": "acme", "operation": "remove", "created_at": "2026-01-05T10:00:00Z", "total": 3,
+        "counts": {"queued": 0, "running": 1, "succeeded": 2, "failed": 0, "canceled": 0}, "done": False,
+        "jobs": [{"id": "3f2c...", "state": "succeeded"}]}]})
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

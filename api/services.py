@@ -1,0 +1,142 @@
+"""What the routes share, built once per app from the settings: job store, storage, Celery sender,
+backlog guard, key ring, metrics. Kept on ``app.state.services``."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from api.auth import KeyRing
+from api.backlog import BacklogGuard
+from api.metrics import ApiMetrics
+from maskq import defaults
+from maskq.backlog import BacklogCollector
+from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
+from maskq.jobs import Job, JobStore, new_job_id
+from maskq.settings import Settings
+from maskq.storage import Storage
+
+PROCESS_TASK = "maskq.process_job"  # worker.app.PROCESS_TASK: sent by name
+WEBHOOK_TASK = "maskq.deliver_webhook"
+API_THREADS = 40  # anyio's default thread limiter, which runs the blocking Redis and S3 calls
+
+
+@dataclass
+class Services:
+    settings: Settings
+    jobs: JobStore
+    storage: Storage
+    celery: Any
+    backlog: BacklogGuard
+    keys: KeyRing
+    metrics: ApiMetrics
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        from worker.app import create_app as create_celery  # Celery config only: no model code
+
+        jobs = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
+        # as many S3 connections as threads that may PUT at once (Starlette's pool: 40), so none is
+        # discarded and reopened under load
+        storage = Storage.from_settings(settings, pool_size=API_THREADS)
+        queues = list(dict.fromkeys([*defaults.BACKLOG_QUEUES, settings.worker_queue]))
+        return cls(settings=settings, jobs=jobs, storage=storage, celery=create_celery(settings),
+                   backlog=BacklogGuard(jobs.r, settings.worker_queue, settings.backlog_limit,
+                                        cache_seconds=settings.backlog_cache_seconds),
+                   keys=KeyRing(settings.api_key_map),
+                   # the gauge reads Redis on a client of its own: one try per scrape, no backoff
+                   metrics=ApiMetrics(BacklogCollector.from_url(settings.redis_url, queues)))
+
+    # ---- sending ------------------------------------------------------------------------------
+    def enqueue(self, job: Job) -> None:
+        """Send the task (its id is the job id, so DELETE can revoke it). If the broker refuses, the
+        record is failed at once rather than left queued with no message behind it."""
+        try:
+            self.celery.send_task(PROCESS_TASK, args=[job.id], task_id=job.id, queue=self.settings.worker_queue)
+        except Exception as exc:  # noqa: BLE001 - kombu raises many types for one outage
+            try:
+                self.jobs.mark_failed(job.id, "storage_unavailable", f"the job could not be queued: {exc}")
+            except Exception:  # noqa: BLE001, S110 - Redis is down too: the record expires with its TTL
+                pass
+            raise StorageUnavailableError(f"queue unavailable: {exc}", service="redis") from exc
+        self.backlog.note_enqueued()
+        self.metrics.enqueued.labels(job.operation).inc()
+
+    def revoke(self, job_id: str) -> None:
+        """Best effort: a worker that takes the message anyway skips it (the record is canceled)."""
+        try:
+            self.celery.control.revoke(job_id)
+        except Exception:  # noqa: BLE001, S110 - the record's state is what counts
+            pass
+
+    def send_webhook(self, job: Job) -> None:
+        if job.webhook_url and wants_event(job, job.state.value):
+            try:
+                self.celery.send_task(WEBHOOK_TASK, args=[job.id, job.state.value])
+            except Exception:  # noqa: BLE001, S110 - best effort, like the worker's
+                pass
+
+    # ---- batches: one hash naming the jobs ---------------------------------------------------------
+    def batch_key(self, batch_id: str) -> str:
+        return f"{self.jobs.prefix}:batch:{batch_id}"
+
+    def save_batch(self, batch_id: str, tenant: str, operation: str, job_ids: list[str]) -> None:
+        key = self.batch_key(batch_id)
+        pipe = self.jobs.r.pipeline(transaction=True)
+        pipe.hset(key, mapping={"id": batch_id, "tenant": tenant, "operation": operation,
+                                "created_at": repr(time.time()), "job_ids": json.dumps(job_ids)})
+        pipe.expire(key, self.jobs.ttl)
+        pipe.execute()
+
+    def load_batch(self, batch_id: str, tenant: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """The batch record and ``(job id, state)`` of each of its jobs; another tenant's is 404."""
+        h = self.jobs.r.hgetall(self.batch_key(batch_id))
+        if not h or h.get("tenant") != tenant:
+            raise NotFoundError(f"batch {batch_id} not found", batch_id=batch_id)
+        ids = json.loads(h["job_ids"])
+        pipe = self.jobs.r.pipeline(transaction=False)
+        for jid in ids:
+            pipe.hget(self.jobs.job_key(jid), "state")
+        return h, [(jid, st or "expired") for jid, st in zip(ids, pipe.execute(), strict=True)]
+
+    def new_id(self) -> str:
+        return new_job_id()
+
+
+def wants_event(job: Job, state: str) -> bool:
+    return not job.webhook_events or f"job.{state}" in job.webhook_events
+
+
+def check_webhook_url(url: str, allow_private: bool) -> str:
+    """http(s) with a host; unless ``allow_private``, every address the host resolves to must be
+    public (no loopback, private, link-local — cloud metadata at 169.254.169.254 —, multicast,
+    reserved or unspecified ones): a webhook must not reach the cluster's inside (SSRF)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidParameterError(f"webhook_url is not a valid URL: {url!r}", field="webhook_url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidParameterError("webhook_url must be an http(s) URL with a host", field="webhook_url")
+    if parts.username or parts.password:
+        raise InvalidParameterError("webhook_url must not carry credentials", field="webhook_url")
+    if allow_private:
+        return url
+    host = parts.hostname
+    try:
+        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise InvalidParameterError(f"webhook_url host {host!r} cannot be resolved", field="webhook_url") from None
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global or addr.is_multicast:
+            raise InvalidParameterError(
+                f"webhook_url resolves to a non-public address ({addr}); refused", field="webhook_url")
+    return url

@@ -1,0 +1,115 @@
+"""End to end: the API, a real Celery worker with the real model, real Redis and S3, and a real HTTP
+receiver for webhooks. submit -> succeeded -> download the PNG."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from maskq.errors import ConflictError
+from tests.api.conftest import png_bytes
+from tests.worker.conftest import needs_model
+from worker.webhooks import verify
+
+pytestmark = [needs_model, pytest.mark.slow]
+
+
+class Receiver:
+    """A webhook receiver on a free loopback port that records every POST (headers, body)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.events.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, n: int, timeout: float = 60.0) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while len(self.events) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.events)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def served(api_factory):
+    return api_factory()
+
+
+def test_submit_wait_download_with_signed_webhook(served, worker_for, receiver, tmp_path) -> None:
+    worker_for(served, concurrency=1)
+    c = served.client()
+    job = c.submit(png_bytes(64, 48), "remove", {"format": "png"}, webhook=receiver.url)
+    done = c.wait(job["id"], timeout=120)
+    assert done["state"] == "succeeded", done
+    assert done["result_url"].startswith("http://127.0.0.1:") and done["attempts"] == 1
+    out = c.download(job["id"], tmp_path / "cut.png")
+    img = Image.open(io.BytesIO(out.read_bytes()))
+    assert img.format == "PNG" and img.size == (64, 48) and img.mode == "RGBA"
+    with pytest.raises(ConflictError) as e:
+        c.cancel(job["id"])
+    assert e.value.details["state"] == "succeeded"
+
+    events = receiver.wait_for(1)
+    assert events, "no webhook arrived"
+    headers, body = events[0]
+    assert verify(served.settings.webhook_secret, headers, body)  # Standard Webhooks signature
+    assert not verify(served.settings.webhook_secret, headers, body.replace(b"succeeded", b"failed"))
+    event = json.loads(body)
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"]
+    assert headers["webhook-id"] == f"msg_{job['id']}_succeeded"
+
+
+def test_batch_and_bad_input_end_to_end(served, worker_for) -> None:
+    worker_for(served, concurrency=1)
+    c = served.client()
+    batch = c.submit_batch([png_bytes(48, 32, seed=i) for i in range(2)], "mask")
+    truncated = png_bytes(64, 48)[:60]  # a PNG header, then nothing: fails in the worker, not the API
+    bad = c.submit(truncated, "mask")
+    deadline = time.monotonic() + 120
+    while not c.get_batch(batch["id"])["done"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert c.get_batch(batch["id"])["counts"]["succeeded"] == 2
+    failed = c.wait(bad["id"], timeout=60)
+    assert failed["state"] == "failed" and failed["error"]["code"] == "invalid_image"
+
+
+def test_cancel_queued_sends_canceled_webhook_and_worker_skips(served, worker_for, receiver) -> None:
+    c = served.client()
+    job = c.submit(png_bytes(), "mask", webhook=receiver.url, webhook_events=["job.canceled"])
+    assert c.cancel(job["id"])["state"] == "canceled"
+    worker_for(served, concurrency=1)  # the revoked message must not bring the job back
+    headers, body = receiver.wait_for(1)[0]
+    assert json.loads(body)["type"] == "job.canceled"
+    assert verify(served.settings.webhook_secret, headers, body)
+    time.sleep(1.0)
+    assert c.get(job["id"])["state"] == "canceled"
