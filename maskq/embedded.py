@@ -64,11 +64,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def _spawn(argv: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(argv: list[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None,
+           new_session: bool = False) -> subprocess.Popen:
+    """``new_session``: the child leads a process group of its own, so a terminal's Ctrl-C reaches
+    only its parent (`maskq up`), which then stops the children in order."""
     log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it; closed in ServerProcess.stop
     try:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
-                                env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                env=env, start_new_session=new_session,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     finally:
         log.close()
 
@@ -77,6 +81,8 @@ class ServerProcess:
     """A server child process with a readiness check and a clean stop; usable as a context manager."""
 
     name = "server"
+    # True: the server gets a process group of its own (see _spawn); `maskq up` sets it
+    new_session = False
 
     def __init__(self, workdir: Path | None = None) -> None:
         self._own_dir = workdir is None
@@ -97,6 +103,10 @@ class ServerProcess:
     def ports(self) -> list[int]:
         raise NotImplementedError
 
+    def environ(self) -> dict[str, str] | None:
+        """The child's environment; None: this process's own."""
+        return None
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -108,7 +118,7 @@ class ServerProcess:
         taken = [p for p in self.ports() if not port_is_free(p)]
         if taken:
             raise ConfigurationError(f"{self.name}: port(s) {taken} on {LOOPBACK} are already in use")
-        self.proc = _spawn(self.argv(), self.log_path, self.workdir)
+        self.proc = _spawn(self.argv(), self.log_path, self.workdir, env=self.environ(), new_session=self.new_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
