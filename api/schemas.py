@@ -1,5 +1,5 @@
 """Request and response models: what the OpenAPI schema shows, with examples. Operation parameters
-are :mod:`maskq.ops.params`' models (the same the CLI and the worker validate with); their JSON
+are :mod:`maskq.params`' models (the same the CLI and the worker validate with); their JSON
 schemas are served by ``GET /v1/operations``."""
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,26 +136,54 @@ def folder_table(skip_peers: bool) -> list[dict]:
         out = Path(tempfile.mkdtemp())
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "maskq.cli", "remove", str(folder), "-o", str(out), "--model", precision, "--quiet",
-             "--format", "png"], capture_output=True, text=True, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "maskq.cli",
+                "remove",
+                str(folder),
+                "-o",
+                str(out),
+                "--model",
+                precision,
+                "--quiet",
+                "--format",
+                "png",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         )
         seconds = time.perf_counter() - t0
         shutil.rmtree(out)
         if proc.returncode == 0:
-            rows.append({"contender": f"maskq CLI ({precision}, start-up included)", "images": len(paths), "seconds": seconds})
+            rows.append(
+                {"contender": f"maskq CLI ({precision}, start-up included)", "images": len(paths), "seconds": seconds}
+            )
         else:
             print(f"maskq CLI {precision} failed: {proc.stderr[-500:]}", file=sys.stderr)
     try:
         import tensorflow  # noqa: F401
 
-        rows.append({"contender": "seed loop (Keras predict, fp32)", "images": len(paths),
-                     "seconds": timed_script(sys.executable, SEED_LOOP.format(repo=str(REPO)), paths)})
+        rows.append(
+            {
+                "contender": "seed loop (Keras predict, fp32)",
+                "images": len(paths),
+                "seconds": timed_script(sys.executable, SEED_LOOP.format(repo=str(REPO)), paths),
+            }
+        )
     except ImportError:
         print("skipping the seed loop: TensorFlow is not installed (the train extra)", file=sys.stderr)
     if not skip_peers:
         python, home = rembg_env()
         env = {**os.environ, "U2NET_HOME": str(home), "OMP_NUM_THREADS": str(os.cpu_count())}
-        rows.append({"contender": "rembg u2netp", "images": len(paths), "seconds": timed_script(str(python), REMBG_LOOP, paths, env)})
+        rows.append(
+            {
+                "contender": "rembg u2netp",
+                "images": len(paths),
+                "seconds": timed_script(str(python), REMBG_LOOP, paths, env),
+            }
+        )
     for r in rows:
         r["images_per_second"] = r["images"] / r["seconds"]
     return rows
@@ -192,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     print("remove -> PNG, median of", args.repeat, "runs, milliseconds")
     print(f"{'model':<6} {'size':<7} " + " ".join(f"{s:>9}" for s in STAGES) + f" {'total':>9}")
     for r in stages:
-        print(f"{r['model']:<6} {r['size']:<7} " + " ".join(f"{r[s] * 1000:9.1f}" for s in STAGES) + f" {r['total'] * 1000:9.1f}")
+        print(
+            f"{r['model']:<6} {r['size']:<7} "
+            + " ".join(f"{r[s] * 1000:9.1f}" for s in STAGES)
+            + f" {r['total'] * 1000:9.1f}"
+        )
 
     folder = folder_table(args.skip_peers)
     print(f"\nfolder of {FOLDER_IMAGES} photos at 2 MP, remove -> PNG")

@@ -42,5 +42,5 @@ def rembg_env() -> tuple[Path, Path]:
         raise RuntimeError(f"{model} has md5 {digest}, expected rembg's {U2NETP_MD5}")
     if not python.exists():
         _run(sys.executable, "-m", "venv", str(venv))
-        _run(str(python), "-m", "pip", "install", "--quiet", "rembg")
+        _run(str(python), "-m", "pip", "install", "--quiet", "rembg[cpu]")
     return python, home

@@ -26,7 +26,7 @@ from maskq import up as up_cli
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
 from maskq.ops import OPERATIONS
-from maskq.ops.params import OperationParams, parse_params
+from maskq.params import OperationParams, parse_params
 
 SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".mpo"}
@@ -60,15 +60,25 @@ def add_param_options(parser: argparse.ArgumentParser, model: type[OperationPara
         default = info.default if info.default is not None else None
         help_text = (info.description or "") + (f" (default: {default})" if default is not None else "")
         if is_bool:
-            group.add_argument(flag, dest=f"p_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(
+                flag, dest=f"p_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
             group.add_argument(
-                flag, dest=f"p_{name}", type=kind, choices=choices, default=None, metavar=None if choices else name.upper(), help=help_text
+                flag,
+                dest=f"p_{name}",
+                type=kind,
+                choices=choices,
+                default=None,
+                metavar=None if choices else name.upper(),
+                help=help_text,
             )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="maskq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"maskq {__version__}")
     sub = parser.add_subparsers(dest="operation", required=True, metavar="OPERATION")
     for name, op in sorted(OPERATIONS.items()):
@@ -145,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
     if single_file and "format" not in params_dict:
         # an output file's suffix says the format the user wants
         if args.output.suffix.lower() not in SUFFIX_FORMATS:
-            print(f"maskq: invalid_parameter: cannot write {args.output.suffix} files; use .png, .webp or .jpg", file=sys.stderr)
+            print(
+                f"maskq: invalid_parameter: cannot write {args.output.suffix} files; use .png, .webp or .jpg",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         params_dict["format"] = SUFFIX_FORMATS[args.output.suffix.lower()]
     try:
@@ -175,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         raw = [(p, _read(p)) for p in chunk]
         ok = [(p, d) for p, d in raw if isinstance(d, bytes)]
         outcomes = pipeline.process_many([(d, op_name, params_dict, assets) for _, d in ok]) if ok else []
-        done = dict(zip((p for p, _ in ok), outcomes))
+        done = dict(zip((p for p, _ in ok), outcomes, strict=True))
         return [(p, done.get(p, d)) for p, d in raw]
 
     chunks = [inputs[i : i + CLI_BATCH] for i in range(0, len(inputs), CLI_BATCH)]

@@ -8,27 +8,32 @@ sRGB through its profile because no output format here stores CMYK with alpha.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from maskq import defaults
-
-try:  # ~10x faster PNG writer (MIT), files 10-50 % larger; Pillow stays the fallback
-    import fpng as _fpng
-except ImportError:  # pragma: no cover - the cpu extra installs it
-    _fpng = None
-try:  # OpenCV decodes JPEG pixels straight into numpy, twice as fast as Pillow's copy-out
-    import cv2 as _cv2
-except ImportError:  # pragma: no cover - the API's slim install has no OpenCV
-    _cv2 = None
 from maskq.errors import ImageTooLargeError, InvalidImageError, InvalidParameterError, UnsupportedFormatError
+
+
+@functools.cache
+def _optional(module: str) -> Any:
+    """fpng (a ~10x faster PNG writer, MIT) and OpenCV (JPEG pixels straight into numpy, twice as
+    fast as Pillow's copy-out) when installed; imported on first use, so that the API, which only
+    sniffs and checks headers here, never loads them."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # the API's slim install has neither; Pillow does the work then
+        return None
+
 
 # Limits are enforced here, per call, from settings; Pillow's global bomb guard would otherwise
 # raise its own exception type (or only warn) at a limit of its choosing.
@@ -101,7 +106,9 @@ def _unsupported_name(data: bytes) -> str | None:
     return None
 
 
-def open_image(data: bytes, *, max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_BYTES) -> Image.Image:
+def open_image(
+    data: bytes, *, max_pixels: int = defaults.MAX_PIXELS, max_bytes: int = defaults.MAX_BYTES
+) -> Image.Image:
     """Open and check the header: format, byte and pixel limits. No pixel is decoded yet."""
     if len(data) > max_bytes:
         raise ImageTooLargeError(f"input is {len(data)} bytes, the limit is {max_bytes}", limit_bytes=max_bytes)
@@ -190,7 +197,7 @@ def decode(
     """
     img = open_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     fmt, mode = img.format or "?", img.mode
-    if fmt == "JPEG" and mode == "RGB" and draft is None and _cv2 is not None:
+    if fmt == "JPEG" and mode == "RGB" and draft is None and _optional("cv2") is not None:
         fast = _decode_jpeg_fast(data, img)
         if fast is not None:
             return fast
@@ -235,7 +242,8 @@ def _decode_jpeg_fast(data: bytes, header: Image.Image) -> DecodedImage | None:
     """
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         return None
-    rgb = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_COLOR_RGB | _cv2.IMREAD_IGNORE_ORIENTATION)
+    cv2 = _optional("cv2")
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if rgb is None or rgb.shape[:2] != (header.height, header.width):
         return None  # OpenCV refused or disagreed (truncated data...): let Pillow decide and explain
     orientation = header.getexif().get(0x0112, 1)
@@ -278,9 +286,10 @@ def encode(
     """Encode RGB (+ alpha) or a single grey plane (``rgb`` of shape HxW) with speed-aware settings."""
     if fmt not in CONTENT_TYPES:
         raise InvalidParameterError(f"format must be one of png, webp, jpeg; got {fmt!r}", field="format")
-    if fmt == "png" and png_fast and _fpng is not None and rgb.ndim == 3:
+    fpng = _optional("fpng") if fmt == "png" and png_fast and rgb.ndim == 3 else None
+    if fpng is not None:
         pixels = np.ascontiguousarray(rgb if alpha is None else np.dstack([rgb, alpha]))
-        png = _fpng.from_ndarray(pixels)
+        png = fpng.from_ndarray(pixels)
         return _with_icc(png, icc_profile) if icc_profile else png
     if rgb.ndim == 2:
         img = Image.fromarray(rgb, "L")
@@ -298,5 +307,12 @@ def encode(
         # method 2 of 0-6: a third of the default's time for ~3% bigger files
         img.save(out, "WEBP", quality=webp_quality, method=2, exact=alpha is not None, **extra)
     else:
-        img.save(out, "JPEG", quality=jpeg_quality, optimize=False, subsampling="4:2:0" if jpeg_quality < 95 else "4:4:4", **extra)
+        img.save(
+            out,
+            "JPEG",
+            quality=jpeg_quality,
+            optimize=False,
+            subsampling="4:2:0" if jpeg_quality < 95 else "4:4:4",
+            **extra,
+        )
     return out.getvalue()

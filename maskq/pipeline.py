@@ -18,8 +18,8 @@ import numpy as np
 from maskq import defaults, imaging
 from maskq.errors import InternalError, MaskqError
 from maskq.matting import network_input, soft_alpha
-from maskq.ops import OpInput, Operation, Rendered, Resources, get_operation
-from maskq.ops.params import OperationParams, parse_color, parse_params
+from maskq.ops import Operation, OpInput, Rendered, Resources, get_operation
+from maskq.params import OperationParams, parse_color, parse_params
 from maskq.segmentation import Segmenter, load_segmenter
 from maskq.settings import Settings, get_settings
 
@@ -87,7 +87,9 @@ class Pipeline:
     def _decode(self, data: bytes) -> imaging.DecodedImage:
         return imaging.decode(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_bytes)
 
-    def _prepare(self, data: bytes, operation: str, params: Mapping[str, Any] | None, assets: Mapping[str, bytes]) -> _Job:
+    def _prepare(
+        self, data: bytes, operation: str, params: Mapping[str, Any] | None, assets: Mapping[str, bytes]
+    ) -> _Job:
         op = get_operation(operation)
         parsed = parse_params(operation, dict(params or {}))
         timings: dict[str, float] = {}
@@ -108,7 +110,7 @@ class Pipeline:
         batch = np.stack([network_input(j.image.rgb, defaults.NETWORK_SIZE) for j in needing])
         probs = self.segmenter.predict(batch)
         share = (time.perf_counter() - t0) / len(needing)
-        for job, p in zip(needing, probs):
+        for job, p in zip(needing, probs, strict=True):
             job.probs = p
             job.timings["infer"] = share
 
@@ -139,7 +141,11 @@ class Pipeline:
         return ProcessResult(data, imaging.CONTENT_TYPES[fmt], "jpg" if fmt == "jpeg" else fmt, w, h, job.timings)
 
     def process(
-        self, data: bytes, operation: str, params: Mapping[str, Any] | None = None, assets: Mapping[str, bytes] | None = None
+        self,
+        data: bytes,
+        operation: str,
+        params: Mapping[str, Any] | None = None,
+        assets: Mapping[str, bytes] | None = None,
     ) -> ProcessResult:
         """One image; raises a MaskqError subclass on bad input."""
         outcome = self.process_many([(data, operation, params, assets)])[0]

@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         return pairs
 
     @model_validator(mode="after")
-    def _check(self) -> "Settings":
+    def _check(self) -> Settings:
         for item in filter(None, (p.strip() for p in self.api_keys.split(","))):
             key, sep, tenant = item.partition(":")
             if not sep or not key.strip() or not tenant.strip():
@@ -136,7 +136,6 @@ class Settings(BaseSettings):
             if insecure:
                 raise ValueError("refusing to start with MASKQ_ENV=production: " + "; ".join(insecure))
         return self
-
 
     @model_validator(mode="after")
     def _check_worker(self) -> Settings:

@@ -25,13 +25,17 @@ def save_failure(name: str, **images: np.ndarray) -> Path:
     return folder
 
 
-def assert_close(name: str, actual: np.ndarray, expected: np.ndarray, *, max_mean_abs: float, max_abs: float = 255) -> None:
+def assert_close(
+    name: str, actual: np.ndarray, expected: np.ndarray, *, max_mean_abs: float, max_abs: float = 255
+) -> None:
     """Mean and max absolute difference (in 0-255 units for uint8) within tolerance, else keep both."""
     a, e = np.asarray(actual, np.float32), np.asarray(expected, np.float32)
     assert a.shape == e.shape, f"{name}: shape {a.shape} != {e.shape}"
     diff = np.abs(a - e)
     if diff.mean() > max_mean_abs or diff.max() > max_abs:
-        folder = save_failure(name, actual=np.asarray(actual), expected=np.asarray(expected), diff=diff.astype(np.uint8))
+        folder = save_failure(
+            name, actual=np.asarray(actual), expected=np.asarray(expected), diff=diff.astype(np.uint8)
+        )
         raise AssertionError(
             f"{name}: mean |diff| {diff.mean():.3f} (max {max_mean_abs}), max |diff| {diff.max():.1f} (max {max_abs}); "
             f"pictures kept in {folder}"

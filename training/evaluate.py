@@ -70,7 +70,9 @@ def boundary_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return dice_iou(pred & band, truth & band)[1]
 
 
-def summarise(dices: list[float], ious: list[float], accs: list[float] | None = None, bious: list[float] | None = None) -> Scores:
+def summarise(
+    dices: list[float], ious: list[float], accs: list[float] | None = None, bious: list[float] | None = None
+) -> Scores:
     return Scores(
         images=len(dices),
         dice=float(np.mean(dices)),
@@ -111,11 +113,13 @@ def evaluate_split(
     d256: list[float] = []
     i256: list[float] = []
     acc256: list[float] = []
-    full: dict[str, tuple[list[float], list[float], None, list[float]]] = {label: ([], [], None, []) for label, _ in matting}
+    full: dict[str, tuple[list[float], list[float], None, list[float]]] = {
+        label: ([], [], None, []) for label, _ in matting
+    }
     for chunk in tqdm(list(batched(names, BATCH)), desc=folder.name, unit="batch", leave=False):
         pairs = [load_pair(images, trimaps, n) for n in chunk]
         probs = predict_probs(model, [rgb for rgb, _ in pairs])
-        for (rgb, trimap), p in zip(pairs, probs):
+        for (rgb, trimap), p in zip(pairs, probs, strict=True):
             truth = trimap != TRIMAP_BACKGROUND
             if net256:
                 t256 = cv2.resize(trimap, (256, 256), interpolation=cv2.INTER_NEAREST)
@@ -154,8 +158,11 @@ def evaluate(model_path: Path, data: Path, limit: int = 0, fullres: bool = True)
         if limit:
             fr_names = fr_names[:limit]
         fr = evaluate_split(
-            model, fr_folder, fr_names,
-            [("guided", DEFAULT_MATTING), ("bilinear", MattingParams(refine=False))], net256=False,
+            model,
+            fr_folder,
+            fr_names,
+            [("guided", DEFAULT_MATTING), ("bilinear", MattingParams(refine=False))],
+            net256=False,
         )
         report["fullres"] = {k: asdict(v) for k, v in fr.items()}
     report["seconds"] = round(time.perf_counter() - t0, 1)

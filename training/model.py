@@ -35,7 +35,7 @@ def build_unet(input_size: int | None = 256, dropout: float = DEFAULT_DROPOUT) -
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
         x = layers.Dropout(dropout, name=f"enc{i}_drop")(x)
     x = _conv_block(x, BOTTLENECK_FILTERS, "bottleneck")
-    for i, (filters, skip) in enumerate(zip(reversed(ENCODER_FILTERS), reversed(skips))):
+    for i, (filters, skip) in enumerate(zip(reversed(ENCODER_FILTERS), reversed(skips), strict=True)):
         x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=f"dec{i}_up")(x)
         x = layers.Concatenate(name=f"dec{i}_concat")([x, skip])
         x = layers.Dropout(dropout, name=f"dec{i}_drop")(x)

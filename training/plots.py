@@ -1,6 +1,6 @@
 """Pictures a person looks at: training curves, and test photos with truth and prediction.
 
-    python -m training.plots --runs runs --model models/unet.onnx --out models
+python -m training.plots --runs runs --model models/unet.onnx --out models
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ def plot_grid(model_path: Path, data: Path, out: Path, count: int = 8) -> None:
     names = names[:: max(1, len(names) // count)][:count]
     model = OnnxSegmenter(model_path)
     fig, axes = plt.subplots(count, 4, figsize=(10, 2.4 * count))
-    for row, name in zip(axes, names):
+    for row, name in zip(axes, names, strict=True):
         rgb = np.asarray(Image.open(folder / "images" / f"{name}.jpg").convert("RGB"))
         truth = np.asarray(Image.open(folder / "trimaps" / f"{name}.png")) != TRIMAP_BACKGROUND
         alpha = soft_alpha(predict_probs(model, [rgb])[0], rgb)
         dice = dice_iou(alpha > 0.5, truth)[0]
         cut = (rgb * alpha[..., None] + 255 * (1 - alpha[..., None])).astype(np.uint8)
-        for ax, img, title in zip(row, (rgb, truth, alpha, cut), (name, "truth", f"alpha (Dice {dice:.3f})", "cut-out")):
+        for ax, img, title in zip(
+            row, (rgb, truth, alpha, cut), (name, "truth", f"alpha (Dice {dice:.3f})", "cut-out"), strict=True
+        ):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None)
             ax.set_title(title, fontsize=8)
             ax.axis("off")

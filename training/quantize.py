@@ -44,7 +44,9 @@ class PetCalibration(CalibrationDataReader):
         if start is None:
             return None
         chunk = self.names[start : start + self.batch]
-        arrays = [network_input(np.asarray(Image.open(self.data / "images" / f"{n}.jpg").convert("RGB"))) for n in chunk]
+        arrays = [
+            network_input(np.asarray(Image.open(self.data / "images" / f"{n}.jpg").convert("RGB"))) for n in chunk
+        ]
         return {INPUT_NAME: np.stack(arrays)}
 
     def rewind(self) -> None:

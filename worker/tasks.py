@@ -110,7 +110,7 @@ def finished(t: Transition) -> None:
 def _asset_inputs(job: Job) -> dict[str, bytes]:
     """Images the parameters refer to (background, logo): input-bucket keys of the same tenant."""
     from maskq.ops import get_operation
-    from maskq.ops.params import parse_params
+    from maskq.params import parse_params
 
     refs = get_operation(job.operation).asset_refs(parse_params(job.operation, job.params))
     assets: dict[str, bytes] = {}

@@ -30,7 +30,7 @@ from api.schemas import BatchCreate, BatchDocument
 from api.services import Services
 from maskq import logging as mlog
 from maskq.errors import InvalidParameterError, UnsupportedFormatError
-from maskq.ops.params import PARAMS_MODELS
+from maskq.params import PARAMS_MODELS
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

@@ -14,7 +14,7 @@ from api.schemas import WEBHOOK_EVENTS, ErrorBody
 from api.services import Services, check_webhook_url
 from maskq.errors import ImageTooLargeError, InvalidParameterError, NotFoundError, UnsupportedFormatError
 from maskq.jobs import Job
-from maskq.ops.params import parse_params
+from maskq.params import parse_params
 from maskq.storage import translated
 
 _ERROR_TEXT = {

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.routes.common import services
 from api.schemas import Health
 from maskq.errors import MaskqError
-from maskq.ops.params import PARAMS_MODELS
+from maskq.params import PARAMS_MODELS
 
 router = APIRouter(tags=["health"])
 

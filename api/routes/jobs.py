@@ -31,7 +31,7 @@ from maskq import defaults
 from maskq import logging as mlog
 from maskq.errors import ConflictError, InvalidParameterError, NotFoundError, UnsupportedFormatError
 from maskq.jobs import Job, JobState
-from maskq.ops.params import PARAMS_MODELS
+from maskq.params import PARAMS_MODELS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

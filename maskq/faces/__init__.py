@@ -1,12 +1,7 @@
 """Face detection (CenterFace in ONNX Runtime) and anonymisation: the ``faceblur`` operation.
 
 ``detector`` finds faces, ``decode`` turns network outputs into boxes, ``blur`` replaces them,
-``params`` validates the operation's parameters and ``cli`` is ``maskq faces``.
-
-``maskq.ops`` is imported first: its package registers ``faceblur`` (``maskq.ops.faceblur``), which
-needs ``params.FaceBlurParams``, which subclasses ``maskq.ops.params.OperationParams``. Loading
-``maskq.ops`` before any module of this package keeps that chain acyclic whichever side a program
-imports first.
+``params`` validates the operation's parameters (imported by ``maskq.params``, so the API sees
+them without OpenCV) and ``cli`` is ``maskq faces``. The operation itself is registered by
+``maskq.ops.faceblur`` when ``maskq.ops`` is imported.
 """
-
-import maskq.ops  # noqa: F401

@@ -19,7 +19,7 @@ from maskq.matting import alpha_to_uint8
 from maskq.ops import compose
 from maskq.ops.blur import blur_background
 from maskq.ops.geometry import Box, crop_box
-from maskq.ops.params import (
+from maskq.params import (
     BlurParams,
     CropParams,
     MaskParams,
@@ -128,7 +128,9 @@ def apply_swap(inp: OpInput, p: SwapParams) -> Rendered:
     out = compose.over(rgb, matte, bg)
     if p.logo:
         logo = inp.asset(p.logo, "logo")
-        out = compose.paste_logo(out, logo.rgb, logo.alpha, p.logo_position, p.logo_scale, p.logo_opacity, p.logo_margin)
+        out = compose.paste_logo(
+            out, logo.rgb, logo.alpha, p.logo_position, p.logo_scale, p.logo_opacity, p.logo_margin
+        )
     return Rendered(out)
 
 

@@ -14,7 +14,9 @@ from tests.maskq.conftest import SAMPLES
 
 
 def maskq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maskq.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "maskq.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 @pytest.fixture
@@ -33,9 +35,7 @@ def test_folder_with_one_corrupt_file(photo_folder: Path, tmp_path: Path):
     proc = maskq("remove", str(photo_folder), "-o", str(out), "--crop", "--quiet")
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == [f"{photo_folder / 'broken.jpg'}: invalid_image: corrupt or truncated JPEG data: image file is truncated (2 bytes not processed)"] or (
-        len(lines) == 1 and lines[0].startswith(f"{photo_folder / 'broken.jpg'}: invalid_image: ")
-    ), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{photo_folder / 'broken.jpg'}: invalid_image: "), proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "chelsea.png", "coffee.png"]
     assert Image.open(out / "chelsea.png").mode == "RGBA"
@@ -53,8 +53,20 @@ def test_single_file_to_file_and_glob(photo_folder: Path, tmp_path: Path):
 
 def test_swap_with_logo_on_canvas(photo_folder: Path, tmp_path: Path):
     proc = maskq(
-        "swap", str(photo_folder / "chelsea.jpg"), "-o", str(tmp_path / "shop"), "--canvas-width", "1000",
-        "--canvas-height", "1000", "--scale", "0.8", "--logo", str(SAMPLES / "logo.png"), "--background-color", "white",
+        "swap",
+        str(photo_folder / "chelsea.jpg"),
+        "-o",
+        str(tmp_path / "shop"),
+        "--canvas-width",
+        "1000",
+        "--canvas-height",
+        "1000",
+        "--scale",
+        "0.8",
+        "--logo",
+        str(SAMPLES / "logo.png"),
+        "--background-color",
+        "white",
     )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "shop" / "chelsea.jpg").size == (1000, 1000)
@@ -80,6 +92,9 @@ def test_missing_model_exits_3(tmp_path: Path):
     env = {**os.environ, "MASKQ_MODELS_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "maskq.cli", "mask", str(SAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "o")],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 3 and "model_unavailable" in proc.stderr

@@ -17,8 +17,19 @@ from tests.maskq.conftest import to_bytes
 
 @pytest.mark.parametrize(
     "mode, fmt",
-    [("RGB", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"), ("L", "PNG"), ("CMYK", "JPEG"), ("1", "PNG"), ("RGB", "WEBP"),
-     ("RGBA", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF"), ("RGB", "GIF")],
+    [
+        ("RGB", "JPEG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("L", "PNG"),
+        ("CMYK", "JPEG"),
+        ("1", "PNG"),
+        ("RGB", "WEBP"),
+        ("RGBA", "WEBP"),
+        ("RGB", "BMP"),
+        ("RGB", "TIFF"),
+        ("RGB", "GIF"),
+    ],
 )
 def test_modes_decode_to_rgb(chelsea, mode, fmt):
     data = to_bytes(chelsea.convert(mode), fmt)
@@ -132,11 +143,14 @@ def test_unaccepted_format_pillow_could_read_is_refused(chelsea):
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height: what a decompression bomb looks like to a reader."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_pixel_limit_checked_before_decoding():

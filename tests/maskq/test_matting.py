@@ -11,7 +11,9 @@ from maskq.matting import MattingParams, foreground_probability, network_input, 
 def probs_from_mask(mask256: np.ndarray, border: int = 2) -> np.ndarray:
     """Class probabilities whose foreground is ``mask256``, with a border band between."""
     fg = mask256.astype(np.uint8)
-    ring = cv2.dilate(fg, np.ones((2 * border + 1,) * 2, np.uint8)) - cv2.erode(fg, np.ones((2 * border + 1,) * 2, np.uint8))
+    ring = cv2.dilate(fg, np.ones((2 * border + 1,) * 2, np.uint8)) - cv2.erode(
+        fg, np.ones((2 * border + 1,) * 2, np.uint8)
+    )
     probs = np.zeros((256, 256, 3), np.float32)
     probs[..., 0] = (fg > 0) & (ring == 0)
     probs[..., 2] = ring > 0
@@ -37,7 +39,9 @@ def test_guided_alpha_follows_the_photo_edge_better_than_bilinear():
     rgb[400:1100, 600:1400] = 220
     truth = np.zeros((h, w), bool)
     truth[400:1100, 600:1400] = True
-    coarse = cv2.resize(truth.astype(np.uint8), (64, 64), interpolation=cv2.INTER_AREA)  # 31-px blocks: coarser than a 256-px prediction
+    coarse = cv2.resize(
+        truth.astype(np.uint8), (64, 64), interpolation=cv2.INTER_AREA
+    )  # 31-px blocks: coarser than a 256-px prediction
     mask256 = cv2.resize(coarse, (256, 256), interpolation=cv2.INTER_NEAREST) > 0
     probs = probs_from_mask(mask256)
     refined = soft_alpha(probs, rgb)

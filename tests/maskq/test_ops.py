@@ -11,7 +11,7 @@ from maskq.ops import OpInput, get_operation
 from maskq.ops.blur import blur_background
 from maskq.ops.compose import fit_image, paste_logo, place_object
 from maskq.ops.geometry import crop_box, grow_box, object_box
-from maskq.ops.params import parse_color, parse_params
+from maskq.params import parse_color, parse_params
 from tests.imagecheck import assert_close
 from tests.maskq.conftest import rng_image
 
@@ -73,8 +73,17 @@ def test_swap_on_canvas_places_object_with_logo():
     rgb, matte = disc_scene()
     logo = DecodedImage(rgb=np.full((20, 40, 3), (255, 0, 0), np.uint8), alpha=None, format="PNG", mode="RGB")
     out = run(
-        "swap", rgb, matte, {"logo.png": logo}, canvas_width=400, canvas_height=300, scale=0.5, logo="logo.png",
-        logo_position="top-left", logo_scale=0.1, logo_margin=0.0,
+        "swap",
+        rgb,
+        matte,
+        {"logo.png": logo},
+        canvas_width=400,
+        canvas_height=300,
+        scale=0.5,
+        logo="logo.png",
+        logo_position="top-left",
+        logo_scale=0.1,
+        logo_margin=0.0,
     )
     assert out.pixels.shape == (300, 400, 3)
     box = object_box((out.pixels[..., 2] < 100) & (out.pixels[..., 0] > 200).astype(bool) & (out.pixels[..., 1] > 200))
@@ -140,16 +149,27 @@ def test_crop_returns_original_pixels():
 
 
 def test_parse_color():
-    assert parse_color("#fff") == (255, 255, 255) and parse_color("red") == (255, 0, 0) and parse_color([1, 2, 3]) == (1, 2, 3)
+    assert (
+        parse_color("#fff") == (255, 255, 255)
+        and parse_color("red") == (255, 0, 0)
+        and parse_color([1, 2, 3]) == (1, 2, 3)
+    )
     with pytest.raises(ValueError):
         parse_color("#12")
 
 
 @pytest.mark.parametrize(
     "op, params, field",
-    [("swap", {"scale": 0}, "scale"), ("swap", {"fit": "stretch"}, "fit"), ("remove", {"margin": -1}, "margin"),
-     ("mask", {"threshold": 2}, "threshold"), ("blur", {"format": "gif"}, "format"), ("crop", {"quality": 0}, "quality"),
-     ("swap", {"logo_opacity": 1.5}, "logo_opacity"), ("nope", {}, "operation")],
+    [
+        ("swap", {"scale": 0}, "scale"),
+        ("swap", {"fit": "stretch"}, "fit"),
+        ("remove", {"margin": -1}, "margin"),
+        ("mask", {"threshold": 2}, "threshold"),
+        ("blur", {"format": "gif"}, "format"),
+        ("crop", {"quality": 0}, "quality"),
+        ("swap", {"logo_opacity": 1.5}, "logo_opacity"),
+        ("nope", {}, "operation"),
+    ],
 )
 def test_bad_params_name_the_field(op, params, field):
     with pytest.raises(InvalidParameterError) as info:

@@ -27,8 +27,15 @@ def open_result(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize(
     "op, params, mode, fmt",
-    [("mask", {}, "L", "PNG"), ("remove", {}, "RGBA", "PNG"), ("swap", {}, "RGB", "JPEG"), ("blur", {}, "RGB", "JPEG"),
-     ("crop", {}, "RGB", "JPEG"), ("remove", {"format": "webp"}, "RGBA", "WEBP"), ("remove", {"format": "jpeg"}, "RGB", "JPEG")],
+    [
+        ("mask", {}, "L", "PNG"),
+        ("remove", {}, "RGBA", "PNG"),
+        ("swap", {}, "RGB", "JPEG"),
+        ("blur", {}, "RGB", "JPEG"),
+        ("crop", {}, "RGB", "JPEG"),
+        ("remove", {"format": "webp"}, "RGBA", "WEBP"),
+        ("remove", {"format": "jpeg"}, "RGB", "JPEG"),
+    ],
 )
 def test_operations_on_a_photo(pipeline, sample_bytes, op, params, mode, fmt):
     result = pipeline.process(sample_bytes["chelsea"], op, params)
@@ -57,8 +64,13 @@ def test_swap_webshop_canvas_with_logo(pipeline, sample_bytes):
 def test_batch_outcomes_are_independent(pipeline, sample_bytes):
     good = sample_bytes["chelsea"]
     outcomes = pipeline.process_many(
-        [(good, "remove", {}), (b"not an image", "remove", {}), (good[:5000], "mask", {}), (good, "blur", {"strength": 500}),
-         (sample_bytes["coffee"], "mask", {})]
+        [
+            (good, "remove", {}),
+            (b"not an image", "remove", {}),
+            (good[:5000], "mask", {}),
+            (good, "blur", {"strength": 500}),
+            (sample_bytes["coffee"], "mask", {}),
+        ]
     )
     kinds = [o.code if isinstance(o, MaskqError) else "ok" for o in outcomes]
     assert kinds == ["ok", "unsupported_format", "invalid_image", "invalid_parameter", "ok"]

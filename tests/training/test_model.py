@@ -22,8 +22,22 @@ def test_parameter_count_matches_the_seed():
 def test_two_training_epochs_on_real_images_and_resume(pets, tmp_path):
     from training import train
 
-    args = ["--data", str(pets), "--out", str(tmp_path / "run"), "--image-size", "64", "--batch-size", "4",
-            "--limit", "8", "--val-count", "4", "--epochs", "1"]
+    args = [
+        "--data",
+        str(pets),
+        "--out",
+        str(tmp_path / "run"),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--limit",
+        "8",
+        "--val-count",
+        "4",
+        "--epochs",
+        "1",
+    ]
     assert train.main(args) == 0
     assert (tmp_path / "run" / "last.keras").exists() and train.completed_epochs(tmp_path / "run" / "log.csv") == 1
     # --resume continues at the next epoch instead of starting over

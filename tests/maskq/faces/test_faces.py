@@ -12,7 +12,7 @@ from maskq.errors import InvalidImageError, InvalidParameterError, ModelUnavaila
 from maskq.faces.blur import anonymize, grown_box
 from maskq.faces.detector import PIXEL_BUDGETS, Face, FaceDetector
 from maskq.faces.params import FaceBlurParams
-from maskq.ops.params import parse_params
+from maskq.params import parse_params
 
 SAMPLES = defaults.REPO_ROOT / "samples"
 DATA = defaults.REPO_ROOT / "tests" / "data"

