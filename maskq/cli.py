@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         overrides["precision"] = args.model
     try:
-        pipeline = Pipeline.load(load_settings(**overrides))
+        settings = load_settings(**overrides)
+        # an operation that needs no matte (face blur) never pays for loading the U-Net
+        pipeline = Pipeline.load(settings) if OPERATIONS[op_name].wants_matte(params) else Pipeline(settings)
     except (ModelUnavailableError, ConfigurationError) as err:
         print(f"maskq: {err.code}: {err.message}", file=sys.stderr)
         return EXIT_SETUP

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from PIL import ImageColor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from maskq.errors import InvalidParameterError
 
@@ -152,6 +152,33 @@ class FaceBlurParams(OperationParams):
     feather: float = Field(FACE_DEFAULT_FEATHER, ge=0.0, le=0.5, description="soft rim / ellipse radius")
     pixels: int = Field(FACE_DEFAULT_PIXELS, ge=2, le=32, description="pixelate: cells across a face")
     color: str = Field("#000000", description="solid: the fill colour ('#rrggbb' or a CSS name)")
+    background: Literal["none", "remove", "swap", "blur"] = Field(
+        "none", description="also apply this background operation to the anonymised photo"
+    )
+    background_params: dict[str, Any] = Field(
+        default_factory=dict, description="the background operation's parameters (see that operation)"
+    )
+
+    @field_validator("background_params")
+    @classmethod
+    def _background(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        background = info.data.get("background", "none")
+        if background == "none":
+            if v:
+                raise ValueError("given without a background operation")
+            return v
+        try:
+            PARAMS_MODELS[background].model_validate(v)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{background}: {where}: {first['msg']}") from None
+        return v
+
+    def background_model(self) -> OperationParams | None:
+        if self.background == "none":
+            return None
+        return PARAMS_MODELS[self.background].model_validate(self.background_params)
 
     @field_validator("color")
     @classmethod

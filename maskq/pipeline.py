@@ -103,7 +103,7 @@ class Pipeline:
         return _Job(op, parsed, image, resolved, timings)
 
     def _infer(self, jobs: list[_Job]) -> None:
-        needing = [j for j in jobs if j.operation.needs_matte]
+        needing = [j for j in jobs if j.operation.wants_matte(j.params)]
         if not needing:
             return
         t0 = time.perf_counter()

@@ -71,11 +71,16 @@ class Operation:
     name: str
     params: type[OperationParams]
     apply: Callable[[OpInput, Any], Rendered]
-    needs_matte: bool = True
+    needs_matte: bool | Callable[[Any], bool] = True  # a function of the params when it depends on them
     asset_fields: tuple[str, ...] = ()  # params naming images the caller must resolve
+    extra_refs: Callable[[Any], list[str]] | None = None  # images named deeper in the params
+
+    def wants_matte(self, params: OperationParams) -> bool:
+        return self.needs_matte(params) if callable(self.needs_matte) else self.needs_matte
 
     def asset_refs(self, params: OperationParams) -> list[str]:
-        return [v for f in self.asset_fields if (v := getattr(params, f, None))]
+        refs = [v for f in self.asset_fields if (v := getattr(params, f, None))]
+        return refs + (self.extra_refs(params) if self.extra_refs else [])
 
 
 def _cropped(inp: OpInput, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

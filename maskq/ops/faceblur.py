@@ -7,10 +7,11 @@ module registers the operation; ``maskq.ops`` imports it at its end.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from maskq.faces.params import FaceBlurParams
-from maskq.ops import Operation, OpInput, Rendered, register
+from maskq.ops import Operation, OpInput, Rendered, get_operation, register
 
 RESOURCE = "face_detector"
 
@@ -31,7 +32,24 @@ def apply_faceblur(inp: OpInput, p: FaceBlurParams) -> Rendered:
     detector = inp.resources.get(RESOURCE, load_detector)
     rgb = inp.image.rgb
     faces = detector.detect(rgb, threshold=p.threshold, pixel_budget=PIXEL_BUDGETS[p.detail])
-    return Rendered(anonymize(rgb, faces, p), inp.image.alpha)
+    anonymised = anonymize(rgb, faces, p)
+    background = p.background_model()
+    if background is None:
+        return Rendered(anonymised, inp.image.alpha)
+    # the background operation sees the anonymised photo: no face survives in any output
+    image = replace(inp.image, rgb=anonymised)
+    return get_operation(p.background).apply(replace(inp, image=image), background)
 
 
-register(Operation("faceblur", FaceBlurParams, apply_faceblur, needs_matte=False))
+def _wants_matte(p: FaceBlurParams) -> bool:
+    return p.background != "none"
+
+
+def _background_refs(p: FaceBlurParams) -> list[str]:
+    background = p.background_model()
+    return [] if background is None else get_operation(p.background).asset_refs(background)
+
+
+register(
+    Operation("faceblur", FaceBlurParams, apply_faceblur, needs_matte=_wants_matte, extra_refs=_background_refs)
+)

@@ -26,8 +26,28 @@ def pipeline() -> Pipeline:
     return Pipeline(load_settings())
 
 
-def test_faceblur_is_registered_without_a_matte() -> None:
-    assert OPERATIONS["faceblur"].needs_matte is False
+def test_faceblur_needs_a_matte_only_with_a_background() -> None:
+    from maskq.params import parse_params
+
+    op = OPERATIONS["faceblur"]
+    assert not op.wants_matte(parse_params("faceblur", {}))
+    assert op.wants_matte(parse_params("faceblur", {"background": "remove"}))
+    swap = parse_params("faceblur", {"background": "swap", "background_params": {"logo": "logo.png"}})
+    assert op.asset_refs(swap) == ["logo.png"]
+
+
+def test_faceblur_combined_with_background_removal() -> None:
+    """Faces anonymised, then the background removed from the anonymised photo: one job, both."""
+    if not (defaults.MODELS_DIR / "unet.onnx").exists():
+        pytest.skip("models/unet.onnx is missing")
+    pipeline = Pipeline.load(load_settings())
+    data = ASTRONAUT.read_bytes()
+    params = {"mode": "solid", "color": "#00ff00", "background": "remove", "background_params": {"crop": False}}
+    out = np.asarray(Image.open(io.BytesIO(pipeline.process(data, "faceblur", params).data)))
+    assert out.shape == (512, 512, 4)  # RGBA: the background operation ran
+    assert (out[..., 3] < 128).any() and (out[..., 3] > 128).any()
+    green = (out[..., 0] < 40) & (out[..., 1] > 215) & (out[..., 2] < 40)
+    assert green[80:170, 180:270].mean() > 0.3  # the face (x 177, y 66, 95x95) is painted over
 
 
 def test_pipeline_blurs_the_face_and_keeps_size_and_alpha(pipeline: Pipeline) -> None:
