@@ -78,6 +78,7 @@ def export(weights: Path, out: Path, data: Path = DEFAULT_DATA_DIR, savedmodel: 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".onnx", delete=False) as tmp:
         tmp.write(proto.SerializeToString())
+    Path(tmp.name).chmod(0o644)  # a tempfile is private; the model is a shipped artifact
     Path(tmp.name).replace(out)
     if savedmodel:
         export_savedmodel(model, savedmodel)

@@ -8,7 +8,7 @@ RUNS="${1:-runs}"
 PY="${PYTHON:-.venv/bin/python}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 S1_EPOCHS="${S1_EPOCHS:-28}"
-S2_EPOCHS="${S2_EPOCHS:-8}"
+S2_EPOCHS="${S2_EPOCHS:-5}"
 
 "$PY" -m training.train --out "$RUNS/stage1-128" --image-size 128 --batch-size 16 \
   --epochs "$S1_EPOCHS" --lr 2e-3 --resume

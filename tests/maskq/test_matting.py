@@ -26,28 +26,27 @@ def test_network_input_contract():
     assert x.shape == (256, 256, 3) and x.dtype == np.float32 and np.allclose(x, 1.0)
 
 
-def test_border_counts_half():
+def test_border_counts_as_object_by_its_weight():
     probs = np.zeros((2, 2, 3), np.float32)
     probs[..., 2] = 1
-    assert np.allclose(foreground_probability(probs), 0.5)
+    assert np.allclose(foreground_probability(probs), 1.0)  # the default: the trimap's pet + border
+    assert np.allclose(foreground_probability(probs, border_weight=0.5), 0.5)
 
 
 def test_guided_alpha_follows_the_photo_edge_better_than_bilinear():
-    # a 2000x1500 photo: a bright square on dark ground; the network saw it at 256x256, coarsely
+    # a 2000x1500 photo: a bright square on dark ground, predicted at 256x256 with its border band
     h, w = 1500, 2000
     rgb = np.full((h, w, 3), 30, np.uint8)
     rgb[400:1100, 600:1400] = 220
     truth = np.zeros((h, w), bool)
     truth[400:1100, 600:1400] = True
-    coarse = cv2.resize(
-        truth.astype(np.uint8), (64, 64), interpolation=cv2.INTER_AREA
-    )  # 31-px blocks: coarser than a 256-px prediction
-    mask256 = cv2.resize(coarse, (256, 256), interpolation=cv2.INTER_NEAREST) > 0
+    # what a 256-px network sees, with the trimap's border band along the outline
+    mask256 = cv2.resize(truth.astype(np.uint8), (256, 256), interpolation=cv2.INTER_AREA) > 0
     probs = probs_from_mask(mask256)
     refined = soft_alpha(probs, rgb)
     plain = soft_alpha(probs, rgb, MattingParams(refine=False))
     assert refined.shape == (h, w) and refined.dtype == np.float32 and 0 <= refined.min() and refined.max() <= 1
     err_refined = np.abs(refined - truth).mean()
     err_plain = np.abs(plain - truth).mean()
-    assert err_refined < 0.5 * err_plain, (err_refined, err_plain)
+    assert err_refined < 0.85 * err_plain, (err_refined, err_plain)
     assert refined[700, 1000] > 0.98 and refined[100, 100] < 0.02  # solid inside, clean outside
