@@ -124,13 +124,17 @@ class Pipeline:
         with _timed(job.timings, "operation"):
             rendered = job.operation.apply(OpInput(job.image, matte, job.assets, self.resources), job.params)
         fmt = output_format(job.params, rendered, job.image.format)
-        s, p = self.settings, job.params
+        s, p, icc = self.settings, job.params, job.image.icc_profile
+        # the encoder interleaves a full RGBA copy and fpng buffers its output: let go of the matte
+        # and of what the result no longer needs first (a 12 MP job peaks ~100 MB lower)
+        del matte
+        job.image, job.probs, job.assets = None, None, {}  # type: ignore[assignment]
         with _timed(job.timings, "encode"):
             data = imaging.encode(
                 rendered.pixels,
                 rendered.alpha,
                 fmt,  # type: ignore[arg-type]
-                icc_profile=job.image.icc_profile,
+                icc_profile=icc,
                 background=parse_color(p.flatten_color),
                 jpeg_quality=p.quality or s.jpeg_quality,
                 webp_quality=p.quality or s.webp_quality,
