@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
     p.add_argument("--init-from", type=Path, help="start from the weights of this .keras file")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep batch norm in inference mode (for weights recovered by training.from_onnx)")
     args = p.parse_args(argv)
     if args.image_size % 16:
         p.error(f"--image-size must be a multiple of 16, got {args.image_size}")
@@ -133,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from:
             model.set_weights(keras.models.load_model(args.init_from, compile=False).get_weights())
             print(f"initialised from {args.init_from}", flush=True)
+        if args.freeze_bn:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False  # Keras 3: a frozen BN also normalises with its moving statistics
         compile_model(model, args, steps)
     (args.out / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=2))
     if initial_epoch >= args.epochs:

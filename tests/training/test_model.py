@@ -104,3 +104,36 @@ def test_tensorflow_runtime_agrees_with_onnx(tmp_path):
     onnx_rt = load_segmenter(load_settings(models_dir=tmp_path))
     assert tf_rt.runtime == "tensorflow" and onnx_rt.runtime == "onnxruntime"
     assert np.abs(tf_rt.predict(batch) - onnx_rt.predict(batch)).max() < 1e-4
+
+
+def test_shipped_onnx_weights_come_back_into_keras(pets, tmp_path):
+    """training.from_onnx: the shipped file is the seed's architecture, and its weights return into
+    Keras with the same output (what a fine-tune or a SavedModel export starts from)."""
+    from maskq import defaults
+    from training import from_onnx
+
+    out = tmp_path / "recovered.keras"
+    assert from_onnx.main(["--model", str(defaults.MODELS_DIR / "unet.onnx"), "--out", str(out),
+                           "--data", str(pets)]) == 0
+    import keras
+
+    model = keras.models.load_model(out, compile=False)
+    assert model.count_params() == 2_164_627
+
+
+def test_frozen_batch_norm_keeps_its_statistics_through_a_training_step(pets, tmp_path):
+    import keras
+
+    from training import train
+    from training.model import build_unet
+
+    init = tmp_path / "init.keras"
+    build_unet(64).save(init)
+    out = tmp_path / "run"
+    assert train.main(["--data", str(pets), "--out", str(out), "--image-size", "64", "--batch-size", "4",
+                       "--limit", "4", "--val-count", "2", "--epochs", "1", "--init-from", str(init),
+                       "--freeze-bn"]) == 0
+    before = keras.models.load_model(init, compile=False).get_layer("enc0_bn1").get_weights()
+    after = keras.models.load_model(out / "last.keras", compile=False).get_layer("enc0_bn1").get_weights()
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
