@@ -192,14 +192,17 @@ def folder_table(skip_peers: bool) -> list[dict]:
 def worker_rss() -> float:
     script = textwrap.dedent(
         f"""
-        import resource, sys
+        import sys
         sys.path.insert(0, {str(REPO)!r})
         from maskq.pipeline import Pipeline
         p = Pipeline.load()
         data = open(sys.argv[1], "rb").read()
         for _ in range(3):
             p.process(data, "remove", {{"format": "png"}})
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child spawned
+        # (vfork) by this big benchmark process would report the parent's peak instead of its own
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(int(hwm.split()[1]) / 1024)
         """
     )
     photo = make_jpeg(source_photos(1)[0], SIZES["12 MP"], CACHE / "photos" / "4000x3000.jpg")

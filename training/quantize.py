@@ -66,6 +66,9 @@ def quantize(model: Path, out: Path, data: Path, count: int = DEFAULT_CALIBRATIO
             weight_type=QuantType.QInt8,
             per_channel=True,
             calibrate_method=CalibrationMethod.MinMax,
+            # 7-bit weights: AVX2-only CPUs (no VNNI) multiply u8 x s8 with VPMADDUBSW, whose
+            # 16-bit sums saturate on full-range weights (MODEL_CARD.md has both measured)
+            reduce_range=True,
         )
 
 
