@@ -6,12 +6,25 @@ that a person can look at what went wrong (CI keeps the folder as an artifact).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 FAILURES = Path(__file__).parent / ".failures"
+
+
+def png_bytes(w: int = 64, h: int = 48, seed: int = 0) -> bytes:
+    """A small photo-like image: a disc on a gradient (something for the network to find)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), np.full_like(xx, 90)], -1).astype(np.uint8)
+    disc = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(w, h) / 3) ** 2
+    img[disc] = rng.integers(150, 255, 3)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def save_failure(name: str, **images: np.ndarray) -> Path:

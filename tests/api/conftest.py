@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -13,15 +12,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from maskq import defaults
 from maskq.client import Client
 from maskq.embedded import free_port
 from maskq.settings import Settings
 from tests.conftest import _db_numbers, settings_env, settings_for
+from tests.imagecheck import png_bytes  # noqa: F401 - the API tests import it from here
 from tests.worker.conftest import FAST, WorkerProcess
 
 REPO = defaults.REPO_ROOT
@@ -30,17 +28,6 @@ KEY_B, TENANT_B = "key-globex-0123456789", "globex"
 API_KEYS = f"{KEY_A}:{TENANT_A},{KEY_B}:{TENANT_B}"
 # a loaded machine (the U-Net may train beside the tests): imports take seconds, not milliseconds
 API_START_TIMEOUT = 90.0
-
-
-def png_bytes(w: int = 64, h: int = 48, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), np.full_like(xx, 90)], -1).astype(np.uint8)
-    disc = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(w, h) / 3) ** 2
-    img[disc] = rng.integers(150, 255, 3)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG")
-    return buf.getvalue()
 
 
 class ApiServer:

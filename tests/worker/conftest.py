@@ -3,7 +3,6 @@ submit jobs the way the API does (input to S3, record to Redis, task by name).""
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import signal
@@ -13,15 +12,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from maskq import defaults
 from maskq.jobs import Job, JobStore
 from maskq.settings import Settings
 from maskq.storage import Storage
 from tests.conftest import settings_env, settings_for
+from tests.imagecheck import png_bytes  # noqa: F401 - the worker tests import it from here
 
 REPO = defaults.REPO_ROOT
 MODEL = defaults.MODELS_DIR / defaults.MODEL_FILES["fp32"]
@@ -150,18 +148,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for w in started:
         w.stop(timeout=10)
-
-
-def png_bytes(w: int = 64, h: int = 48, seed: int = 0) -> bytes:
-    """A small photo-like image: a disc on a gradient (something for the network to find)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), np.full_like(xx, 90)], -1).astype(np.uint8)
-    disc = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(w, h) / 3) ** 2
-    img[disc] = rng.integers(150, 255, 3)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "PNG")
-    return buf.getvalue()
 
 
 class Client:
