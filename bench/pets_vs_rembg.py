@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--model", type=Path, default=REPO / "models" / "unet.onnx")
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0,
+                   help="N images spread evenly over the sorted names (the first N would all be cats)")
     p.add_argument("--fullres", action="store_true", help="the 300 original-resolution photos")
     args = p.parse_args(argv)
     if not args.data.exists():
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.fullres:
         test = set(read_names(args.data, "test"))
         names = [n for n in names if n in test]
-    names = names[: args.limit] if args.limit else names
+    if args.limit:
+        names = names[:: max(1, len(names) // args.limit)][: args.limit]
     masks = CACHE / ("rembg-masks-fullres" if args.fullres else "rembg-masks")
     rembg_masks(folder / "images", names, masks)
     model = OnnxSegmenter(args.model)
