@@ -43,18 +43,15 @@ def _node_weights(nodes: dict[str, list[np.ndarray]], layer: str, op: str, count
     return found
 
 
-def recover(onnx_path: Path) -> keras.Model:
+def recover(proto: onnx.ModelProto) -> keras.Model:
     """A Keras U-Net (fully convolutional) carrying the ONNX file's weights."""
-    proto = onnx.load(str(onnx_path))
     nodes = _weights_by_node(proto)
     model = build_unet(input_size=None)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
             kernel, bias = _node_weights(nodes, layer.name, "BiasAdd", 2)
-            # both hold (kh, kw) last in ONNX: ConvTranspose (in, out, kh, kw), Keras (kh, kw, out, in)
-            layer.set_weights([kernel.transpose(2, 3, 1, 0), bias])
-        elif isinstance(layer, keras.layers.Conv2D):
-            kernel, bias = _node_weights(nodes, layer.name, "BiasAdd", 2)  # Conv (out, in, kh, kw)
+            # one transpose serves both: ONNX Conv (out, in, kh, kw) -> Keras (kh, kw, in, out), and
+            # ONNX ConvTranspose (in, out, kh, kw) -> Keras (kh, kw, out, in)
             layer.set_weights([kernel.transpose(2, 3, 1, 0), bias])
         elif isinstance(layer, keras.layers.BatchNormalization):
             (scale,) = _node_weights(nodes, layer.name, "batchnorm/mul_1", 1)
@@ -71,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the .keras file to write")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="test images for the parity check")
     args = p.parse_args(argv)
-    model = recover(args.model)
-    diff = max_abs_diff(model, onnx.load(str(args.model)), parity_batch(args.data))
+    proto = onnx.load(str(args.model))
+    model = recover(proto)
+    diff = max_abs_diff(model, proto, parity_batch(args.data))
     if not diff < PARITY_TOLERANCE:
         print(f"recovery failed: Keras and ONNX disagree, max |diff| {diff:.2e}; nothing written", file=sys.stderr)
         return 1
