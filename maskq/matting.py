@@ -96,9 +96,12 @@ def _apply_in_strips(a: np.ndarray, b: np.ndarray, guide: np.ndarray, sharpness:
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
         n = y1 - y0
-        map_y[:n] = ((np.arange(y0, y1, dtype=np.float32) + 0.5) * (sh / h) - 0.5)[:, None]
-        a_s = cv2.remap(a, map_x[:n], map_y[:n], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        b_s = cv2.remap(b, map_x[:n], map_y[:n], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if (sh, sw) == (h, w):  # photos up to WORK_LONG_SIDE: the coefficients are already full size
+            a_s, b_s = a[y0:y1], b[y0:y1]
+        else:
+            map_y[:n] = ((np.arange(y0, y1, dtype=np.float32) + 0.5) * (sh / h) - 0.5)[:, None]
+            a_s = cv2.remap(a, map_x[:n], map_y[:n], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            b_s = cv2.remap(b, map_x[:n], map_y[:n], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         q = cv2.multiply(a_s, guide[y0:y1].astype(np.float32), scale=k / 255.0)
         cv2.scaleAdd(b_s, k, q, dst=q)
         q += 0.5 - 0.5 * k
