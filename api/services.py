@@ -16,10 +16,11 @@ from api.backlog import BacklogGuard
 from api.metrics import ApiMetrics
 from maskq import defaults
 from maskq.backlog import BacklogCollector
-from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
+from maskq.errors import InvalidParameterError, NotFoundError
 from maskq.jobs import Job, JobStore, new_job_id
 from maskq.settings import Settings
 from maskq.storage import Storage
+from worker.publish import TaskMessage, task_message
 
 PROCESS_TASK = "maskq.process_job"  # worker.app.PROCESS_TASK: sent by name
 WEBHOOK_TASK = "maskq.deliver_webhook"
@@ -53,19 +54,19 @@ class Services:
                    metrics=ApiMetrics(BacklogCollector.from_url(settings.redis_url, queues)))
 
     # ---- sending ------------------------------------------------------------------------------
-    def enqueue(self, job: Job) -> None:
-        """Send the task (its id is the job id, so DELETE can revoke it). If the broker refuses, the
-        record is failed at once rather than left queued with no message behind it."""
-        try:
-            self.celery.send_task(PROCESS_TASK, args=[job.id], task_id=job.id, queue=self.settings.worker_queue)
-        except Exception as exc:  # noqa: BLE001 - kombu raises many types for one outage
-            try:
-                self.jobs.mark_failed(job.id, "storage_unavailable", f"the job could not be queued: {exc}")
-            except Exception:  # noqa: BLE001, S110 - Redis is down too: the record expires with its TTL
-                pass
-            raise StorageUnavailableError(f"queue unavailable: {exc}", service="redis") from exc
-        self.backlog.note_enqueued()
-        self.metrics.enqueued.labels(job.operation).inc()
+    def task_message(self, job_id: str) -> TaskMessage:
+        """The image task's message for ``JobStore.create(message=)``: the record and the message are
+        written in one Lua call (its id is the job id, so DELETE can revoke it)."""
+        return task_message(self.celery, PROCESS_TASK, job_id, [job_id], self.settings.worker_queue)
+
+    def create_job(self, tenant: str, operation: str, params: dict[str, Any], input_key: str, **kwargs: Any,
+                   ) -> tuple[Job, bool]:
+        """Write the queued record and its task message at once; ``(job, created)`` as ``JobStore.create``."""
+        job, created = self.jobs.create(tenant, operation, params, [input_key], message=self.task_message, **kwargs)
+        if created:
+            self.backlog.note_enqueued()
+            self.metrics.enqueued.labels(job.operation).inc()
+        return job, created
 
     def revoke(self, job_id: str) -> None:
         """Best effort: a worker that takes the message anyway skips it (the record is canceled)."""

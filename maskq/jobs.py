@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from maskq import defaults
 from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
@@ -276,6 +276,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class QueuedMessage(Protocol):
+    """A task message to LPUSH with a new record (``worker.publish.TaskMessage``): the core stays
+    free of Celery."""
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def payload(self) -> str: ...
+
+
 def _redis_faults_are_transient(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn redis-py connection and timeout errors into StorageUnavailableError (retryable)."""
     import redis.exceptions as rex
@@ -290,10 +301,11 @@ def _redis_faults_are_transient(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-# KEYS[1] job, KEYS[2] tenant index, KEYS[3] idempotency key (or the job key when unused)
+# KEYS[1] job, KEYS[2] tenant index, KEYS[3] idempotency key (or the job key when unused), KEYS[4]
+# the queue's Redis list (or the job key when no message is sent).
 # ARGV[1] "1" when an idempotency key is in use, ARGV[2] ttl s, ARGV[3] score ms, ARGV[4] id,
-# ARGV[5..] field/value pairs. Returns {1, id} when created, {0, existing id} on an idempotent hit,
-# {-1, id} when the id exists already.
+# ARGV[5] the task message to LPUSH ('' for none), ARGV[6..] field/value pairs.
+# Returns {1, id} when created, {0, existing id} on an idempotent hit, {-1, id} when the id exists.
 _CREATE_LUA = """
 if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[3])
@@ -301,12 +313,13 @@ if ARGV[1] == '1' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, ARGV[4]} end
 local ttl = tonumber(ARGV[2])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - ttl * 1000)
 redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ttl) end
+if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
 return {1, ARGV[4]}
 """
 
@@ -385,9 +398,13 @@ class JobStore:
     @_redis_faults_are_transient
     def create(self, tenant: str, operation: str, params: Mapping[str, Any], input_keys: str | list[str], *,
                job_id: str | None = None, webhook_url: str | None = None,
-               idempotency_key: str | None = None, webhook_events: list[str] | None = None) -> tuple[Job, bool]:
+               idempotency_key: str | None = None, webhook_events: list[str] | None = None,
+               message: Callable[[str], QueuedMessage] | None = None) -> tuple[Job, bool]:
         """Write a new queued job. Returns ``(job, created)``: with an idempotency key seen before for
-        this tenant, the existing job and ``False`` (the API answers it instead of enqueuing again)."""
+        this tenant, the existing job and ``False`` (the API answers it instead of enqueuing again).
+
+        ``message(job_id)`` gives the job's task message (``worker.publish.task_message``): it is
+        LPUSHed on its queue in the same Lua call, only when the record is created."""
         keys = [input_keys] if isinstance(input_keys, str) else list(input_keys)
         if not keys:
             raise InvalidParameterError("a job needs at least one input", field="input")
@@ -399,9 +416,11 @@ class JobStore:
         for k, v in job.to_hash().items():
             flat += [k, v]
         idem = self.idem_key(tenant, idempotency_key) if idempotency_key else self.job_key(job.id)
+        queued = message(job.id) if message is not None else None
+        queue_key, payload = (queued.queue, queued.payload) if queued else (self.job_key(job.id), "")
         status, jid = self._create(
-            keys=[self.job_key(job.id), self.tenant_key(tenant), idem],
-            args=["1" if idempotency_key else "0", self.ttl, int(now * 1000), job.id, *flat],
+            keys=[self.job_key(job.id), self.tenant_key(tenant), idem, queue_key],
+            args=["1" if idempotency_key else "0", self.ttl, int(now * 1000), job.id, payload, *flat],
         )
         if int(status) == 1:
             return job, True
@@ -411,7 +430,7 @@ class JobStore:
         if existing is None:  # the job expired between the two calls: its idempotency key is stale
             self.r.delete(idem)
             return self.create(tenant, operation, params, keys, job_id=job_id, webhook_url=webhook_url,
-                               idempotency_key=idempotency_key, webhook_events=webhook_events)
+                               idempotency_key=idempotency_key, webhook_events=webhook_events, message=message)
         return existing, False
 
     @_redis_faults_are_transient

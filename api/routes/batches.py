@@ -92,12 +92,11 @@ def submit_batch(svc: Services, tenant: str, operation: str, params: Any, *, ima
                 key = svc.storage.put_input(tenant, job_id, images[i], extension=ext, content_type=ctype)
             else:
                 key = keys[i]
-            job, _ = svc.jobs.create(tenant, operation, params, [key], job_id=job_id, webhook_url=webhook_url,
-                                     webhook_events=events)
             job_ids.append(job_id)
             if i == 0:  # the record exists before its first job can be seen running
                 svc.save_batch(batch_id, tenant, operation, job_ids)
-            svc.enqueue(job)
+            svc.create_job(tenant, operation, params, key, job_id=job_id, webhook_url=webhook_url,
+                           webhook_events=events)
         svc.save_batch(batch_id, tenant, operation, job_ids)
     return batch_id
 

@@ -84,11 +84,10 @@ def submit(svc: Services, tenant: str, operation: str, params: Any, *, data: byt
     else:
         key = check_uploaded(svc, tenant, input_key or "")
     with mlog.bind(job_id=job_id, tenant=tenant):
-        job, created = svc.jobs.create(tenant, operation, params, [key], job_id=job_id, webhook_url=webhook_url,
-                                       idempotency_key=idempotency_key, webhook_events=events)
+        job, created = svc.create_job(tenant, operation, params, key, job_id=job_id, webhook_url=webhook_url,
+                                      idempotency_key=idempotency_key, webhook_events=events)
         if not created:  # the same key raced us: the other request's job is the answer
             return _same_request(job, operation, params), True
-        svc.enqueue(job)
     return job, False
 
 

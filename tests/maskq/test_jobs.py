@@ -215,3 +215,27 @@ def test_redis_down_is_transient():
     with pytest.raises(StorageUnavailableError) as err:
         store.get("x")
     assert err.value.transient and err.value.code == "storage_unavailable"
+
+
+class _Message:
+    """What ``worker.publish.TaskMessage`` carries (the core only needs its two fields)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.queue = "test-queue"
+        self.payload = f"message for {job_id}"
+
+
+def test_a_new_record_and_its_message_are_written_together(job_store: JobStore):
+    job, created = job_store.create("acme", "mask", {}, "k0", message=_Message, idempotency_key="order-9")
+    assert created
+    assert job_store.r.lrange("test-queue", 0, -1) == [f"message for {job.id}"]
+    assert job_store.get(job.id).state is JobState.QUEUED
+
+
+def test_no_second_message_for_a_replayed_or_clashing_create(job_store: JobStore):
+    first, _ = job_store.create("acme", "mask", {}, "k0", message=_Message, idempotency_key="order-9")
+    again, created = job_store.create("acme", "mask", {}, "k0", message=_Message, idempotency_key="order-9")
+    assert (again.id, created) == (first.id, False)
+    with pytest.raises(InvalidParameterError):
+        job_store.create("acme", "mask", {}, "k0", job_id=first.id, message=_Message)
+    assert job_store.r.llen("test-queue") == 1
