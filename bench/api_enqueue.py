@@ -4,7 +4,7 @@
     python bench/api_enqueue.py --rate 100 --count 500 --json out.json
 
 Starts its own real Redis and S3 (``maskq.embedded``, loopback) and ``uvicorn api.main:app`` (one
-process, as one pod runs it), with the backlog limit raised so that no request is refused (no worker
+process, as one pod runs it; ``--api-workers N`` for more), with the backlog limit raised so that no request is refused (no worker
 runs: jobs stay queued). The load generator is open-loop and bounded: request ``i`` is due at
 ``t0 + i / rate`` whatever happened before, over a fixed pool of keep-alive connections; it stops
 after ``--count`` requests or ``--max-seconds``, whichever comes first. Latency is measured from the
@@ -124,10 +124,23 @@ async def load(port: int, rate: float, count: int, max_seconds: float, connectio
             "service_ms": {"p50": round(percentile(sv, 50), 2), "p99": round(percentile(sv, 99), 2)}}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(pid: int, children: bool = True) -> float:
+    """user + system CPU time of a process and (``children``) its live descendants (uvicorn
+    --workers), Linux /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not children:
+        return total
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(_cpu_seconds(int(c)) for c in children)
+    return total
 
 
 def main() -> int:
@@ -137,6 +150,8 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=30.0, help="hard stop for the measured run")
     ap.add_argument("--warmup", type=int, default=200, help="requests before measuring (at the same rate)")
     ap.add_argument("--connections", type=int, default=32, help="keep-alive connections of the generator")
+    ap.add_argument("--api-workers", type=int, default=1,
+                    help="uvicorn worker processes (one pod's process by default)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -152,7 +167,8 @@ def main() -> int:
                "MASKQ_S3_ACCESS_KEY": "bench", "MASKQ_S3_SECRET_KEY": "bench-secret-0123456789",
                "MASKQ_API_KEYS": f"{KEY}:bench", "MASKQ_BACKLOG_LIMIT": str(10**9), "MASKQ_LOG_LEVEL": "WARNING"}
         api = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
-                                str(port), "--log-level", "warning", "--no-access-log"], cwd=REPO, env=env,
+                                str(port), "--log-level", "warning", "--no-access-log",
+                                "--workers", str(args.api_workers)], cwd=REPO, env=env,
                                start_new_session=True)
         deadline = time.monotonic() + 90
         while True:
@@ -165,9 +181,17 @@ def main() -> int:
                 time.sleep(0.1)
         if args.warmup:
             asyncio.run(load(port, args.rate, args.warmup, args.max_seconds, args.connections))
-        cpu0 = _cpu_seconds(api.pid)
+        # every process on these cores, so a saturated run shows where the CPU went
+        pids = {"api": api.pid, "s3": s3.proc.pid, "redis": redis.proc.pid, "load_generator": os.getpid()}
+
+        def cpu(name: str) -> float:  # the generator's process is the parent of all the others
+            return _cpu_seconds(pids[name], children=name != "load_generator")
+
+        cpu0 = {name: cpu(name) for name in pids}
         res = asyncio.run(load(port, args.rate, args.count, args.max_seconds, args.connections))
-        res["server_cpu_ms_per_request"] = round((_cpu_seconds(api.pid) - cpu0) * 1000 / max(1, res["requests"]), 2)
+        n = max(1, res["requests"])
+        res["cpu_ms_per_request"] = {name: round((cpu(name) - cpu0[name]) * 1000 / n, 2) for name in pids}
+        res["server_cpu_ms_per_request"] = res["cpu_ms_per_request"]["api"]
         res["cpus"] = os.cpu_count()
         res["loadavg_1m"] = round(os.getloadavg()[0], 2)
         lat = res["latency_ms"]
@@ -177,6 +201,7 @@ def main() -> int:
               f"(service p50 {res['service_ms']['p50']}, p99 {res['service_ms']['p99']}); "
               f"load average {res['loadavg_1m']} on {res['cpus']} cores; "
               f"server CPU {res['server_cpu_ms_per_request']} ms/request")
+        print("CPU ms per request by process: " + ", ".join(f"{k} {v}" for k, v in res["cpu_ms_per_request"].items()))
         if args.json:
             args.json.write_text(json.dumps(res, indent=2) + "\n")
         return 0 if set(res["statuses"]) == {202} else 1
