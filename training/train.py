@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import DEFAULT_DATA_DIR, make_dataset, read_split
+from training.data import AUGMENTS, DEFAULT_DATA_DIR, make_dataset, read_split
 from training.losses import CrossEntropyDice, ForegroundDice
 from training.model import DEFAULT_DROPOUT, build_unet
 
@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--dropout", type=float, default=DEFAULT_DROPOUT)
     p.add_argument("--dice-weight", type=float, default=1.0)
+    p.add_argument("--augment", choices=sorted(AUGMENTS), default="default",
+                   help="augmentation strength (training/data.py AUGMENTS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-count", type=int, default=DEFAULT_VAL_COUNT)
     p.add_argument("--limit", type=int, default=0, help="use only N training images (smoke tests)")
@@ -119,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if steps == 0:
         print(f"error: {len(train_names)} training images is less than one batch of {args.batch_size}", file=sys.stderr)
         return 2
-    train_ds = make_dataset(args.data, train_names, args.image_size, args.batch_size, True, args.seed)
+    train_ds = make_dataset(
+        args.data, train_names, args.image_size, args.batch_size, True, args.seed, AUGMENTS[args.augment]
+    )
     val_ds = make_dataset(args.data, val_names, args.image_size, args.batch_size, False)
 
     log_path, last_path = args.out / LOG_NAME, args.out / LAST_NAME
