@@ -3,6 +3,7 @@
     nice -n 15 .venv/bin/python bench/faces_eval.py                 # ours + deface (installs it once)
     nice -n 15 .venv/bin/python bench/faces_eval.py --no-deface     # ours only
     nice -n 15 .venv/bin/python bench/faces_eval.py --scales 1.0    # one fixed scale, for sweeps
+    nice -n 15 .venv/bin/python bench/faces_eval.py --mosaic 4      # the same faces in ~12 MP photos
 
 Data: ``../shared/datasets/faces`` (240 WIDER FACE val photos, 866 valid faces; research-only
 licence, never copied into the repository). Skips with a message when it is absent.
@@ -11,6 +12,11 @@ Rules (issue 5): a face counts as found when one detection has IoU >= 0.4 with i
 of it. A detection that finds no face (valid or WIDER-"invalid") is unmatched. WIDER leaves some
 tiny background faces unlabelled, so unmatched detections are also reported for detections of at
 least 16 px, which are rarely such faces.
+
+``--mosaic 4`` pastes the photos 4 x 4 into 4096x2880 (11.8 MP) mosaics, each photo cut to a
+1024x720 cell: the faces keep their pixel sizes in a photo as large as a phone's, which is where
+the pixel budget of ``detail="standard"`` (``--detail``) costs recall. Faces cut by a cell's edge
+are ignored, like WIDER's "invalid" ones.
 
 deface (the reference) runs in its own virtual environment under ``--cache`` (created with pip on
 first use; never needed by maskq), through its Python API at its default threshold 0.2 and full
@@ -24,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,22 +111,53 @@ def score(dets: dict[str, np.ndarray], valid: dict, invalid: dict) -> dict:
             "unmatched_per_image": unmatched / n, "unmatched16_per_image": unmatched16 / n}
 
 
+MOSAIC_CELL = (1024, 720)  # width, height: most WIDER val photos are 1024 px wide
+
+
+def make_mosaics(images: list[Path], valid: dict, invalid: dict, n: int, out: Path) -> tuple[list[Path], dict, dict]:
+    """n x n mosaics of consecutive photos (JPEG q 95 under ``out``) and their face boxes."""
+    from PIL import Image
+
+    cw, ch = MOSAIC_CELL
+    paths, m_valid, m_invalid = [], {}, {}
+    for m in range(len(images) // (n * n)):
+        canvas = Image.new("RGB", (cw * n, ch * n))
+        good: list[list[float]] = []
+        ignored: list[list[float]] = []
+        for k, p in enumerate(images[m * n * n : (m + 1) * n * n]):
+            with Image.open(p) as im:
+                cell = im.convert("RGB").crop((0, 0, min(cw, im.width), min(ch, im.height)))
+            ox, oy = (k % n) * cw, (k // n) * ch
+            canvas.paste(cell, (ox, oy))
+            for boxes, kind in ((valid[p.stem], "valid"), (invalid[p.stem], "invalid")):
+                for x, y, w, h in boxes:
+                    inside = x >= 0 and y >= 0 and x + w <= cell.width and y + h <= cell.height
+                    (good if kind == "valid" and inside else ignored).append([x + ox, y + oy, w, h])
+        stem = f"mosaic-{m:02d}"
+        canvas.save(out / f"{stem}.jpg", quality=95)
+        paths.append(out / f"{stem}.jpg")
+        m_valid[stem] = np.array(good, np.float64).reshape(-1, 4)
+        m_invalid[stem] = np.array(ignored, np.float64).reshape(-1, 4)
+    return paths, m_valid, m_invalid
+
+
 def run_ours(
-    images: list[Path], threshold: float, scales: list[float] | None, precision: str
+    images: list[Path], threshold: float, scales: list[float] | None, precision: str, detail: str = "standard"
 ) -> tuple[dict, list[float]]:
     from PIL import Image
 
     from maskq.defaults import MODELS_DIR
-    from maskq.faces.detector import FaceDetector
+    from maskq.faces.detector import PIXEL_BUDGETS, FaceDetector
 
     detector = FaceDetector.load(MODELS_DIR, precision=precision)
+    budget = PIXEL_BUDGETS[detail]
     out, ms_per_mp = {}, []
     for p in images:
         rgb = np.asarray(Image.open(p).convert("RGB"))
         if not out:  # like deface's runner: the session's first call is not timed
-            detector.detect(rgb, threshold=threshold, scales=scales)
+            detector.detect(rgb, threshold=threshold, scales=scales, pixel_budget=budget)
         t = time.perf_counter()
-        faces = detector.detect(rgb, threshold=threshold, scales=scales)
+        faces = detector.detect(rgb, threshold=threshold, scales=scales, pixel_budget=budget)
         ms_per_mp.append((time.perf_counter() - t) * 1000 / (rgb.shape[0] * rgb.shape[1] / 1e6))
         out[p.stem] = np.array([[f.x, f.y, f.w, f.h, f.score] for f in faces], np.float64).reshape(-1, 5)
     return out, ms_per_mp
@@ -170,6 +208,9 @@ def main() -> int:
     parser.add_argument("--deface-threshold", type=float, default=0.2, help="deface's default")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--limit", type=int, default=None, help="first N images only (quick looks)")
+    parser.add_argument("--detail", choices=["standard", "high"], default="standard", help="ours: pixel budget")
+    parser.add_argument("--mosaic", type=int, default=0, metavar="N",
+                        help="evaluate on N x N mosaics of the photos (4: ~12 MP) instead of the photos")
     args = parser.parse_args()
     if not (args.dataset / "boxes.json").is_file():
         print(f"SKIP: face dataset not found at {args.dataset}", file=sys.stderr)
@@ -181,13 +222,17 @@ def main() -> int:
     valid, invalid, images = load_dataset(args.dataset)
     images = images[: args.limit] if args.limit else images
     valid = {p.stem: valid[p.stem] for p in images}
-    rows = {}
-    dets, ms = run_ours(images, threshold, args.scales, args.precision)
-    rows[f"maskq {args.precision} t={threshold}"] = (score(dets, valid, invalid), ms)
-    if not args.no_deface:
-        dets, ms = run_deface(images, args.deface_threshold, args.cache)
-        rows[f"deface t={args.deface_threshold}"] = (score(dets, valid, invalid), ms)
-    print(f"{len(images)} images, {sum(len(v) for v in valid.values())} faces, scales={args.scales or 'planned'}")
+    with tempfile.TemporaryDirectory(prefix="maskq-faces-") as tmp:
+        if args.mosaic:
+            images, valid, invalid = make_mosaics(images, valid, invalid, args.mosaic, Path(tmp))
+        rows = {}
+        dets, ms = run_ours(images, threshold, args.scales, args.precision, args.detail)
+        rows[f"maskq {args.precision} {args.detail} t={threshold}"] = (score(dets, valid, invalid), ms)
+        if not args.no_deface:
+            dets, ms = run_deface(images, args.deface_threshold, args.cache)
+            rows[f"deface t={args.deface_threshold}"] = (score(dets, valid, invalid), ms)
+    kind = f"{args.mosaic}x{args.mosaic} mosaics" if args.mosaic else "images"
+    print(f"{len(images)} {kind}, {sum(len(v) for v in valid.values())} faces, scales={args.scales or 'planned'}")
     print_table(rows)
     return 0
 
