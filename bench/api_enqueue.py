@@ -4,13 +4,14 @@
     python bench/api_enqueue.py --rate 100 --count 500 --json out.json
 
 Starts its own real Redis and S3 (``maskq.embedded``, loopback) and ``uvicorn api.main:app`` (one
-process, as one pod runs it; ``--api-workers N`` for more), with the backlog limit raised so that no request is refused (no worker
-runs: jobs stay queued). The load generator is open-loop and bounded: request ``i`` is due at
-``t0 + i / rate`` whatever happened before, over a fixed pool of keep-alive connections; it stops
-after ``--count`` requests or ``--max-seconds``, whichever comes first. Latency is measured from the
-moment a request was due (so a stalled server is not hidden by a generator that waits for it,
-"coordinated omission") to the last byte of its answer; the pure service time (send to answer) is
-printed too. Everything runs on this machine: the generator's own CPU competes with the server's.
+process, as one pod runs it; ``--api-workers N`` for more), with the backlog limit raised so that no
+request is refused (no worker runs: jobs stay queued). The load generator is open-loop and bounded:
+request ``i`` is due at ``t0 + i / rate`` whatever happened before, over a fixed pool of keep-alive
+connections; it stops after ``--count`` requests or ``--max-seconds``, whichever comes first.
+Latency is measured from the moment a request was due (so a stalled server is not hidden by a
+generator that waits for it, "coordinated omission") to the last byte of its answer; the pure
+service time (send to answer) is printed too. Everything runs on this machine: the generator's own
+CPU competes with the server's.
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def _cpu_seconds(pid: int, children: bool = True) -> float:
         return total
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            children = (task / "children").read_text().split()
+            kids = (task / "children").read_text().split()
         except OSError:
             continue
-        total += sum(_cpu_seconds(int(c)) for c in children)
+        total += sum(_cpu_seconds(int(k)) for k in kids)
     return total
 
 

@@ -129,10 +129,10 @@ def make_mosaics(images: list[Path], valid: dict, invalid: dict, n: int, out: Pa
                 cell = im.convert("RGB").crop((0, 0, min(cw, im.width), min(ch, im.height)))
             ox, oy = (k % n) * cw, (k // n) * ch
             canvas.paste(cell, (ox, oy))
-            for boxes, kind in ((valid[p.stem], "valid"), (invalid[p.stem], "invalid")):
-                for x, y, w, h in boxes:
-                    inside = x >= 0 and y >= 0 and x + w <= cell.width and y + h <= cell.height
-                    (good if kind == "valid" and inside else ignored).append([x + ox, y + oy, w, h])
+            for x, y, w, h in valid[p.stem]:
+                inside = x >= 0 and y >= 0 and x + w <= cell.width and y + h <= cell.height
+                (good if inside else ignored).append([x + ox, y + oy, w, h])
+            ignored += [[x + ox, y + oy, w, h] for x, y, w, h in invalid[p.stem]]
         stem = f"mosaic-{m:02d}"
         canvas.save(out / f"{stem}.jpg", quality=95)
         paths.append(out / f"{stem}.jpg")
