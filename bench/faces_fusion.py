@@ -28,7 +28,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -97,13 +96,10 @@ class ScrfdDetector(det.FaceDetector):
     """The shipped tiling and merging, with SCRFD's pre- and post-processing."""
 
     def _run(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        h, w = rgb.shape[:2]
-        ph, pw = -h % det.ALIGN, -w % det.ALIGN
-        if ph or pw:
-            rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
+        rgb = det.pad_to_align(rgb)
         blob = ((rgb.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
         outs = self.session.run(None, {"input.1": np.ascontiguousarray(blob)})
-        return decode_scrfd(outs, h + ph, w + pw, threshold)
+        return decode_scrfd(outs, *rgb.shape[:2], threshold)
 
 
 def per_scale(detector: det.FaceDetector, rgb: np.ndarray, scales) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -177,11 +173,11 @@ def main() -> int:
     for t in (0.2, 0.25, 0.3):
         dets = {k: as_xywh(*merged(v, [t, t + 0.1])) for k, v in raw_sc.items()}
         print(line(f"SCRFD alone, {t} / {t + 0.1:.2f}", score(dets, valid, invalid)))
+    # every candidate above the floor, merged once per photo; each setting only thresholds them
+    floor_cf = {k: merged(v, [FLOOR] * len(CF_SCALES)) for k, v in raw_cf.items()}
+    floor_sc = {k: merged(v, [FLOOR] * len(SCRFD_SCALES)) for k, v in raw_sc.items()}
     for c_hi, s_hi, c_lo, s_lo in FUSED:
-        dets = {
-            k: as_xywh(*fuse(merged(raw_cf[k], [FLOOR] * 3), merged(raw_sc[k], [FLOOR] * 2), c_hi, s_hi, c_lo, s_lo))
-            for k in raw_cf
-        }
+        dets = {k: as_xywh(*fuse(floor_cf[k], floor_sc[k], c_hi, s_hi, c_lo, s_lo)) for k in raw_cf}
         print(line(f"fused: hi CF {c_hi} SCRFD {s_hi}, lo {c_lo} / {s_lo}", score(dets, valid, invalid)))
     return 0
 

@@ -96,6 +96,12 @@ def tile_spans(length: int, tile: int = TILE, overlap: int = OVERLAP) -> list[tu
     return [(round(i * step), size) for i in range(n)]
 
 
+def pad_to_align(rgb: np.ndarray) -> np.ndarray:
+    """Zero-pad the bottom and right so both sides are multiples of ``ALIGN`` (boxes keep their pixels)."""
+    ph, pw = -rgb.shape[0] % ALIGN, -rgb.shape[1] % ALIGN
+    return cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0) if ph or pw else rgb
+
+
 def _contained_filter(boxes: np.ndarray, order: np.ndarray, share: float) -> np.ndarray:
     """Keep, in ``order``, the boxes that do not lie mostly inside a box kept before them."""
     kept: list[int] = []
@@ -148,11 +154,7 @@ class FaceDetector:
 
     def _run(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """One network call on an image of any size (padded to ``ALIGN``); boxes in its pixels."""
-        h, w = rgb.shape[:2]
-        ph, pw = -h % ALIGN, -w % ALIGN
-        if ph or pw:
-            rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
-        blob = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+        blob = np.ascontiguousarray(pad_to_align(rgb).transpose(2, 0, 1)[None], dtype=np.float32)
         heat, size, offset = self.session.run(OUTPUT_NAMES, {INPUT_NAME: blob})
         return decode_centerface(heat[0, 0], size[0], offset[0], threshold)
 
