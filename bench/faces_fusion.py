@@ -13,8 +13,8 @@ not to ship it (results and the decision: ``models/faces/README.md``, "What was 
 Why fuse: the two networks make different mistakes. A box is kept when either detector alone is
 sure (``hi``) or both see it at a lower score (``lo``, overlap IoU >= 0.3); false alarms of one
 network rarely overlap the other's, so ``lo`` can go lower than a single network's threshold.
-Each detector runs on its own scales (CenterFace 1.5 + 0.75 + 0.5 as the shipped plan on these
-~0.7 MP photos, SCRFD 1.0 + 0.5) at a floor of 0.1; thresholds are applied afterwards. The
+Each detector runs on its own scales (CenterFace on the shipped plan, ``plan_scales``: 1.5 + 0.75 +
+0.5 on these ~0.7 MP photos; SCRFD 1.0 + 0.5) at a floor of 0.1; thresholds are applied afterwards. The
 thresholds are chosen on the same 240 photos they are scored on, so read the rows as a tradeoff
 curve, not as a held-out result. Scoring rules and data: ``bench/faces_eval.py``.
 """
@@ -38,7 +38,6 @@ from maskq.faces.decode import box_iou  # noqa: E402
 SCRFD_SDIST = "scrfd==0.3.0"
 SCRFD_STRIDES = (8, 16, 32)  # two anchors per cell at each stride
 FLOOR = 0.1
-CF_SCALES = ((1.5, 0.25), (0.75, 0.3), (0.5, 0.3))  # the shipped plan and its thresholds
 SCRFD_SCALES = (1.0, 0.5)
 PAIR_IOU = 0.3
 # (CenterFace hi, SCRFD hi, CenterFace lo, SCRFD lo): the best rows of a grid over hi in 0.35-0.6
@@ -69,8 +68,12 @@ def scrfd_model(cache: Path) -> Path:
         if node.op_type == "Resize" and len(node.input) == 4:
             node.input[2] = "x2_scales"
             del node.input[3]
-    for o in model.graph.output:
-        o.type.tensor_type.shape.ClearField("dim")
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [t for t in model.graph.initializer if t.name in used]  # the dropped sizes
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    for o in model.graph.output:  # unknown shapes (ClearField("dim") would declare scalars)
+        o.type.tensor_type.ClearField("shape")
     del model.graph.value_info[:]
     onnx.save(model, out)
     return out
@@ -153,29 +156,27 @@ def main() -> int:
     cf = det.FaceDetector.load(MODELS_DIR, precision="int8")
     sc = ScrfdDetector(det.ort.InferenceSession(str(scrfd_model(args.cache)), providers=["CPUExecutionProvider"]))
     valid, invalid, images = load_dataset(args.dataset)
-    raw_cf, raw_sc, ms = {}, {}, {"cf": 0.0, "scrfd": 0.0}
+    raw_cf, raw_sc, cf_t, ms = {}, {}, {}, {"cf": 0.0, "scrfd": 0.0}
     for p in images:
         rgb = np.asarray(Image.open(p).convert("RGB"))
+        plan = det.plan_scales(*rgb.shape[:2])
+        cf_t[p.stem] = det.plan_thresholds(det.DEFAULT_THRESHOLD, len(plan))
         t = time.perf_counter()
-        raw_cf[p.stem] = per_scale(cf, rgb, [s for s, _ in CF_SCALES])
+        raw_cf[p.stem] = per_scale(cf, rgb, plan)
         ms["cf"] += time.perf_counter() - t
         t = time.perf_counter()
         raw_sc[p.stem] = per_scale(sc, rgb, SCRFD_SCALES)
         ms["scrfd"] += time.perf_counter() - t
     print(f"{len(images)} photos; seconds in all: CenterFace int8 {ms['cf']:.0f}, SCRFD fp32 {ms['scrfd']:.0f}")
     print(f"{'':44} {' '.join(f'{n:>5}' for *_, n in BINS)}   >=32   unmatched/img")
-    cf_t = [t for _, t in CF_SCALES]
-    print(
-        line(
-            "CenterFace, shipped plan", score({k: as_xywh(*merged(v, cf_t)) for k, v in raw_cf.items()}, valid, invalid)
-        )
-    )
+    shipped = {k: as_xywh(*merged(v, cf_t[k])) for k, v in raw_cf.items()}
+    print(line("CenterFace, shipped plan", score(shipped, valid, invalid)))
     for t in (0.2, 0.25, 0.3):
         dets = {k: as_xywh(*merged(v, [t, t + 0.1])) for k, v in raw_sc.items()}
         print(line(f"SCRFD alone, {t} / {t + 0.1:.2f}", score(dets, valid, invalid)))
     # every candidate above the floor, merged once per photo; each setting only thresholds them
-    floor_cf = {k: merged(v, [FLOOR] * len(CF_SCALES)) for k, v in raw_cf.items()}
-    floor_sc = {k: merged(v, [FLOOR] * len(SCRFD_SCALES)) for k, v in raw_sc.items()}
+    floor_cf = {k: merged(v, [FLOOR] * len(v)) for k, v in raw_cf.items()}
+    floor_sc = {k: merged(v, [FLOOR] * len(v)) for k, v in raw_sc.items()}
     for c_hi, s_hi, c_lo, s_lo in FUSED:
         dets = {k: as_xywh(*fuse(floor_cf[k], floor_sc[k], c_hi, s_hi, c_lo, s_lo)) for k in raw_cf}
         print(line(f"fused: hi CF {c_hi} SCRFD {s_hi}, lo {c_lo} / {s_lo}", score(dets, valid, invalid)))

@@ -84,6 +84,11 @@ def plan_scales(height: int, width: int, pixel_budget: int = PIXEL_BUDGET, upsca
     return [fine] + [fine * f for f in COARSE_FACTORS if max(height, width) * fine * f >= COARSE_MIN_SIDE]
 
 
+def plan_thresholds(threshold: float, n_scales: int) -> list[float]:
+    """One threshold per scale of ``plan_scales``, fine first; coarse ones take ``COARSE_MARGIN`` more."""
+    return [threshold + (COARSE_MARGIN if i else 0.0) for i in range(n_scales)]
+
+
 def tile_spans(length: int, tile: int = TILE, overlap: int = OVERLAP) -> list[tuple[int, int]]:
     """``(start, size)`` of the fewest equal tiles, at most ``tile`` long, that cover ``[0, length)``
     with at least ``overlap`` px shared by neighbours. Equal sizes, rounded up to ``ALIGN``, waste
@@ -192,7 +197,7 @@ class FaceDetector:
         rgb = rgb[..., :3]
         h, w = rgb.shape[:2]
         plan = scales or plan_scales(h, w, pixel_budget)
-        parts = [self._detect_at(rgb, s, threshold + (COARSE_MARGIN if i else 0.0)) for i, s in enumerate(plan)]
+        parts = [self._detect_at(rgb, s, t) for s, t in zip(plan, plan_thresholds(threshold, len(plan)), strict=True)]
         boxes, scores = merge(np.concatenate([b for b, _ in parts]), np.concatenate([s for _, s in parts]))
         boxes = np.clip(boxes, 0, [w, h, w, h])
         return [

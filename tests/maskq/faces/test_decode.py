@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from maskq.faces.decode import STRIDE, box_iou, decode_centerface, nms
-from maskq.faces.detector import ALIGN, merge, plan_scales, tile_spans
+from maskq.faces.detector import ALIGN, COARSE_MARGIN, merge, plan_scales, plan_thresholds, tile_spans
 
 
 def centerface_outputs(h: int, w: int, faces: list[tuple[float, float, float, float, float]]):
@@ -90,3 +90,9 @@ def test_plan_scales() -> None:
     assert half == pytest.approx(fine / 2) and third == pytest.approx(fine / 3)
     # coarse passes that would leave almost nothing to look at are skipped
     assert plan_scales(100, 120, upscale=1.5) == pytest.approx([1.5])
+
+
+def test_plan_thresholds_ask_more_of_the_coarse_scales() -> None:
+    t = 0.25
+    assert plan_thresholds(t, 3) == pytest.approx([t, t + COARSE_MARGIN, t + COARSE_MARGIN])
+    assert plan_thresholds(t, 1) == pytest.approx([t])
