@@ -14,7 +14,8 @@ WEBHOOK_EVENTS: tuple[str, ...] = ("job.succeeded", "job.failed", "job.canceled"
 
 JOB_EXAMPLE = {
     "id": "3f2c5b6e0d5a4c1e9b7a8d6c5e4f3a2b", "tenant": "acme", "operation": "remove",
-    "params": {"format": "png"}, "state": "succeeded", "created_at": "2026-01-05T10:00:00.120Z",
+    "params": {"format": "png", "model": "general"}, "model": "general", "state": "succeeded",
+    "created_at": "2026-01-05T10:00:00.120Z",
     "started_at": "2026-01-05T10:00:00.310Z", "finished_at": "2026-01-05T10:00:00.702Z", "attempts": 1,
     "timings": {"read": 0.004, "decode": 0.02, "infer": 0.05, "encode": 0.03, "write": 0.01}, "error": None,
     "result_url": "http://127.0.0.1:8333/maskq-results/acme/3f2c.../result/0.png?X-Amz-Signature=...",
@@ -56,6 +57,7 @@ class JobDocument(BaseModel):
     tenant: str
     operation: str
     params: dict[str, Any]
+    model: str | None = Field(None, description="the segmentation model behind the matte; null when none is used")
     state: State
     created_at: str | None
     started_at: str | None

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peers import CACHE, rembg_env  # noqa: E402
+from maskq.models import DEFAULT_MODEL, MODELS  # noqa: E402
 from maskq.pipeline import STAGES, Pipeline  # noqa: E402
 from maskq.settings import load_settings  # noqa: E402
 
@@ -56,13 +57,13 @@ def make_jpeg(src: Path, size: tuple[int, int], dest: Path) -> Path:
     return dest
 
 
-def stage_table(repeat: int) -> list[dict]:
+def stage_table(repeat: int, model: str) -> list[dict]:
     src = source_photos(1)[0]
     rows = []
     for precision in ("fp32", "int8"):
-        settings = load_settings(precision=precision)
-        if not settings.model_path.exists():
-            print(f"skipping {precision}: {settings.model_path} missing", file=sys.stderr)
+        settings = load_settings(precision=precision, model=model)
+        if not settings.model_path().exists():
+            print(f"skipping {precision}: {settings.model_path()} missing", file=sys.stderr)
             continue
         pipeline = Pipeline.load(settings)
         for label, size in SIZES.items():
@@ -128,7 +129,7 @@ def timed_script(python: str, script: str, paths: list[Path], env: dict | None =
         return float(proc.stdout.strip().splitlines()[-1])
 
 
-def folder_table(skip_peers: bool) -> list[dict]:
+def folder_table(skip_peers: bool, model: str) -> list[dict]:
     folder = CACHE / "folder-2mp"
     paths = [make_jpeg(p, SIZES["2 MP"], folder / p.name) for p in source_photos(FOLDER_IMAGES)]
     rows = []
@@ -144,8 +145,10 @@ def folder_table(skip_peers: bool) -> list[dict]:
                 str(folder),
                 "-o",
                 str(out),
-                "--model",
+                "--precision",
                 precision,
+                "--model",
+                model,
                 "--quiet",
                 "--format",
                 "png",
@@ -213,12 +216,13 @@ def worker_rss() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL, help="maskq's model")
     parser.add_argument("--skip-peers", action="store_true", help="no rembg (no venv to build)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
     print(f"machine: {os.cpu_count()} cores; photos from {PETS if PETS.exists() else REPO / 'samples'}\n")
-    stages = stage_table(args.repeat)
+    stages = stage_table(args.repeat, args.model)
     print("remove -> PNG, median of", args.repeat, "runs, milliseconds")
     print(f"{'model':<6} {'size':<7} " + " ".join(f"{s:>9}" for s in STAGES) + f" {'total':>9}")
     for r in stages:
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             + f" {r['total'] * 1000:9.1f}"
         )
 
-    folder = folder_table(args.skip_peers)
+    folder = folder_table(args.skip_peers, args.model)
     print(f"\nfolder of {FOLDER_IMAGES} photos at 2 MP, remove -> PNG")
     seed = next((r for r in folder if r["contender"].startswith("seed")), None)
     rembg = next((r for r in folder if r["contender"].startswith("rembg")), None)

@@ -26,7 +26,7 @@ from maskq import up as up_cli
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
 from maskq.ops import OPERATIONS
-from maskq.params import OperationParams, parse_params
+from maskq.params import OperationParams, matte_model, parse_params
 
 SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".mpo"}
@@ -64,13 +64,14 @@ def add_param_options(parser: argparse.ArgumentParser, model: type[OperationPara
                 flag, dest=f"p_{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
+            # choices are shown, not enforced by argparse: the parameter model checks them, so a
+            # bad value (an unknown --model) gets the same invalid_parameter error as the API's
             group.add_argument(
                 flag,
                 dest=f"p_{name}",
                 type=kind,
-                choices=choices,
                 default=None,
-                metavar=None if choices else name.upper(),
+                metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
                 help=help_text,
             )
 
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(op.params.__doc__ or "").strip().splitlines()[0], description=op.params.__doc__)
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
         p.add_argument("-o", "--output", required=True, type=Path, help="output folder (or file, for one input)")
-        p.add_argument("--model", choices=["fp32", "int8"], help="U-Net precision (default: MASKQ_PRECISION or fp32)")
+        p.add_argument("--precision", choices=["fp32", "int8"],
+                       help="the model file's precision (default: MASKQ_PRECISION or fp32)")
         p.add_argument("-j", "--jobs", type=int, default=0, help="images processed in parallel (default: CPU cores)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_param_options(p, op.params)
@@ -172,12 +174,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     jobs = args.jobs or min(len(inputs), os.cpu_count() or 1)
     overrides: dict[str, Any] = {"intra_op_threads": max(1, (os.cpu_count() or 1) // max(1, jobs))}
-    if args.model:
-        overrides["precision"] = args.model
+    if args.precision:
+        overrides["precision"] = args.precision
     try:
         settings = load_settings(**overrides)
-        # an operation that needs no matte (face blur) never pays for loading the U-Net
-        pipeline = Pipeline.load(settings) if OPERATIONS[op_name].wants_matte(params) else Pipeline(settings)
+        # an operation that needs no matte (face blur) never pays for loading a segmentation model
+        if OPERATIONS[op_name].wants_matte(params):
+            pipeline = Pipeline.load(settings, [matte_model(params) or settings.model])
+        else:
+            pipeline = Pipeline(settings)
     except (ModelUnavailableError, ConfigurationError) as err:
         print(f"maskq: {err.code}: {err.message}", file=sys.stderr)
         return EXIT_SETUP

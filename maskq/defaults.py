@@ -7,13 +7,11 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_ROOT.parent
 
-# Models ship in the repository (a few MB); the worker image copies this folder.
+# Models ship in the repository (a few MB); the worker image copies this folder. Which file is
+# which model, and its input size, is maskq.models' registry.
 MODELS_DIR = REPO_ROOT / "models"
-MODEL_FILES = {"fp32": "unet.onnx", "int8": "unet-int8.onnx"}
 # fp32 is the reference the model card measures; int8 is opt-in after its own Dice check.
 DEFAULT_PRECISION = "fp32"
-# The network's fixed input: the seed trained at 256x256, and the ONNX graph is exported at it.
-NETWORK_SIZE = 256
 
 # 50 MP covers every phone and most DSLRs; beyond it a single image costs seconds and GBs of RAM.
 MAX_PIXELS = 50_000_000

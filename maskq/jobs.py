@@ -219,6 +219,12 @@ class Job:
             webhook_events=json.loads(h["webhook_events"]) if h.get("webhook_events") else [],
         )
 
+    @property
+    def model(self) -> str | None:
+        """The segmentation model the job runs with (the API writes it into the params), if any."""
+        params = self.params or {}
+        return params.get("model") or (params.get("background_params") or {}).get("model")
+
     def to_public(self) -> dict[str, Any]:
         """The job document clients see (API bodies, webhook payloads): no storage keys, ISO times."""
         doc: dict[str, Any] = {
@@ -226,6 +232,7 @@ class Job:
             "tenant": self.tenant,
             "operation": self.operation,
             "params": self.params,
+            "model": self.model,
             "state": self.state.value,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),

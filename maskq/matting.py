@@ -1,10 +1,10 @@
-"""From 256x256 class probabilities to a soft alpha at the photo's own resolution.
+"""From the network's foreground probability to a soft alpha at the photo's own resolution.
 
-The network sees a 256x256 squash of the photo, so its mask, blown up to 12 MP, is a blur of
-16-pixel blocks. Two things fix the edge: the trimap's border class (the uncertain band along the
-outline) counts as half foreground, which makes the edge soft instead of a hard staircase, and a
-fast guided filter (He & Sun 2015) takes the full-resolution photo as guide, so the alpha's edge
-follows the photo's edges (fur, hair) rather than the network's grid.
+The network sees a 256-320 px squash of the photo, so its mask, blown up to 12 MP, is a blur of
+10-16-pixel blocks. A fast guided filter (He & Sun 2015) takes the full-resolution photo as guide,
+so the alpha's edge follows the photo's edges (fur, hair) rather than the network's grid. (The
+models' own outputs become one foreground probability in ``maskq.models``: the pets trimap counts
+its border band as object.)
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from maskq.segmentation import BORDER, FOREGROUND
 
 # The guided filter runs at this long side and its linear coefficients are upsampled: at 1024 px
 # the cost is ~10x below a full-resolution filter with no visible difference.
@@ -25,12 +23,9 @@ STRIP_ROWS = 256
 
 @dataclass(frozen=True)
 class MattingParams:
-    """Tuned on 100 Oxford-IIIT Pet test photos at original resolution with the shipped model
+    """Tuned on 100 Oxford-IIIT Pet test photos at original resolution with the pets model
     (foreground Dice and boundary IoU at alpha 0.5, as training/evaluate.py measures them)."""
 
-    # the border class is the pet's outline (fur, ears), and the trimap counts it as pet: at 0.5
-    # a confident border pixel sat exactly on the threshold and Dice fell from 0.881 to 0.844
-    border_weight: float = 1.0
     radius_ratio: float = 1 / 96  # guided-filter radius as a share of the work image's long side
     eps: float = 1e-2  # regularisation: lower follows image edges more tightly (and their noise)
     sharpness: float = 1.5  # contrast around 0.5 after filtering: a solid interior, a soft rim
@@ -40,14 +35,10 @@ class MattingParams:
 DEFAULT_MATTING = MattingParams()
 
 
-def network_input(rgb: np.ndarray, size: int = 256) -> np.ndarray:
+def network_input(rgb: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (size, size, 3) float32 in [0, 1]: the model's input contract."""
     small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     return small.astype(np.float32) * (1.0 / 255.0)
-
-
-def foreground_probability(probs: np.ndarray, border_weight: float = DEFAULT_MATTING.border_weight) -> np.ndarray:
-    return probs[..., FOREGROUND] + border_weight * probs[..., BORDER]
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -64,10 +55,10 @@ def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) 
     return _box(a, r), _box(b, r)
 
 
-def soft_alpha(probs: np.ndarray, rgb: np.ndarray, params: MattingParams = DEFAULT_MATTING) -> np.ndarray:
-    """(256, 256, 3) probabilities and the (H, W, 3) photo -> (H, W) float32 alpha in [0, 1]."""
+def soft_alpha(foreground: np.ndarray, rgb: np.ndarray, params: MattingParams = DEFAULT_MATTING) -> np.ndarray:
+    """(S, S) foreground probability and the (H, W, 3) photo -> (H, W) float32 alpha in [0, 1]."""
     h, w = rgb.shape[:2]
-    fg = foreground_probability(probs, params.border_weight).astype(np.float32)
+    fg = np.asarray(foreground, dtype=np.float32)
     if not params.refine:
         return np.clip(cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
     scale = min(1.0, WORK_LONG_SIDE / max(h, w))

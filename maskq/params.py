@@ -15,6 +15,7 @@ from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from maskq.errors import InvalidParameterError
+from maskq.models import MODELS, ModelName
 
 Rgb = tuple[int, int, int]
 Position = Literal["center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right"]
@@ -56,7 +57,15 @@ class OperationParams(BaseModel):
         return v
 
 
-class MaskParams(OperationParams):
+class MatteOptions(BaseModel):
+    """For every operation that needs the matte: which segmentation model makes it."""
+
+    model: ModelName | None = Field(
+        None, description="segmentation model: " + "; ".join(f"{n}: {m.description}" for n, m in MODELS.items())
+        + " Default: the service's (MASKQ_MODEL, general unless the operator changed it)")
+
+
+class MaskParams(OperationParams, MatteOptions):
     """The alpha matte as a grey image: white is the object."""
 
     threshold: Fraction | None = Field(None, description="a hard 0/255 mask at this alpha instead of a soft one")
@@ -67,18 +76,18 @@ class CropOptions(BaseModel):
     margin: float = Field(0.05, ge=0.0, le=2.0, description="margin around the object, as a share of its size")
 
 
-class CropParams(OperationParams):
+class CropParams(OperationParams, MatteOptions):
     """The original pixels cropped to the object with a margin."""
 
     margin: float = Field(0.05, ge=0.0, le=2.0, description="margin around the object, as a share of its size")
     threshold: Fraction = Field(0.5, description="alpha above which a pixel belongs to the object")
 
 
-class RemoveParams(OperationParams, CropOptions):
+class RemoveParams(OperationParams, CropOptions, MatteOptions):
     """The object on a transparent background (RGBA)."""
 
 
-class SwapParams(OperationParams, CropOptions):
+class SwapParams(OperationParams, CropOptions, MatteOptions):
     """The object on a new background: a colour or an image, on an optional canvas, with a logo."""
 
     background_color: str = Field("#ffffff", description="used when no background image is given")
@@ -103,7 +112,7 @@ class SwapParams(OperationParams, CropOptions):
         return v
 
 
-class BlurParams(OperationParams):
+class BlurParams(OperationParams, MatteOptions):
     """The background blurred, the object sharp."""
 
     strength: float = Field(40.0, ge=1.0, le=100.0, description="1 barely soft, 100 unrecognisable")
@@ -223,3 +232,25 @@ def parse_params(operation: str, params: dict[str, Any] | None) -> OperationPara
         raise InvalidParameterError(
             f"{operation}: {field}: {msg}" if field else f"{operation}: {msg}", field=field
         ) from None
+
+
+def matte_model(params: OperationParams) -> str | None:
+    """The model a job's parameters ask for (face blur: its background operation's), or None."""
+    if isinstance(params, FaceBlurParams):
+        background = params.background_model()
+        return matte_model(background) if background is not None else None
+    return getattr(params, "model", None)
+
+
+def with_default_model(operation: str, params: dict[str, Any], default: str) -> dict[str, Any]:
+    """``params`` with ``model`` filled in where the operation takes one and none is given, so that a
+    job's record names the model it runs with."""
+    model = PARAMS_MODELS.get(operation)
+    if model is None:
+        return params
+    if "model" in model.model_fields:
+        return params if params.get("model") else {**params, "model": default}
+    if operation == "faceblur" and params.get("background", "none") != "none":
+        inner = dict(params.get("background_params") or {})
+        return {**params, "background_params": with_default_model(params["background"], inner, default)}
+    return params

@@ -1,25 +1,27 @@
 """decode -> network input -> batched inference -> soft alpha -> operation -> encode.
 
-One ``Pipeline`` per process holds the loaded model; the CLI and the worker call it. Many images
-go through the network in one call (``process_many``), each keeping its own outcome: one corrupt
+One ``Pipeline`` per process holds the loaded models, each loaded the first time an image asks for
+it (or at start, ``Pipeline.load``) and kept; the CLI and the worker call it. Many images go through
+the network in one call per model (``process_many``), each keeping its own outcome: one corrupt
 file fails alone.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from maskq import defaults, imaging
+from maskq import imaging
 from maskq.errors import InternalError, MaskqError
 from maskq.matting import network_input, soft_alpha
 from maskq.ops import Operation, OpInput, Rendered, Resources, get_operation
-from maskq.params import OperationParams, parse_color, parse_params
+from maskq.params import OperationParams, matte_model, parse_color, parse_params
 from maskq.segmentation import Segmenter, load_segmenter
 from maskq.settings import Settings, get_settings
 
@@ -34,6 +36,7 @@ class ProcessResult:
     width: int
     height: int
     timings: dict[str, float] = field(default_factory=dict)
+    model: str | None = None  # the segmentation model behind the matte; None when none was needed
 
 
 @dataclass
@@ -45,7 +48,8 @@ class _Job:
     image: imaging.DecodedImage
     assets: dict[str, imaging.DecodedImage]
     timings: dict[str, float] = field(default_factory=dict)
-    probs: np.ndarray | None = None
+    model: str | None = None
+    foreground: np.ndarray | None = None
 
 
 @contextmanager
@@ -67,22 +71,34 @@ def output_format(params: OperationParams, rendered: Rendered, source_format: st
 
 
 class Pipeline:
-    def __init__(self, settings: Settings | None = None, segmenter: Segmenter | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, segmenters: Mapping[str, Segmenter] | None = None) -> None:
         self.settings = settings or get_settings()
-        self._segmenter = segmenter
+        self._segmenters: dict[str, Segmenter] = dict(segmenters or {})
+        self._lock = threading.Lock()
         self.resources = Resources(self.settings)
+        self.on_model_loaded: Callable[[Segmenter], None] | None = None  # the worker records it
 
     @classmethod
-    def load(cls, settings: Settings | None = None) -> Pipeline:
-        """Load the model now (a worker's start-up), so that no task pays for it."""
+    def load(cls, settings: Settings | None = None, models: list[str] | None = None) -> Pipeline:
+        """Load models now (a worker's start-up: MASKQ_PRELOAD_MODELS), so that no job pays for it."""
         settings = settings or get_settings()
-        return cls(settings, load_segmenter(settings))
+        names = models or settings.preload
+        return cls(settings, {name: load_segmenter(settings, name) for name in names})
+
+    def segmenter(self, model: str | None = None) -> Segmenter:
+        """The loaded model by name (default: MASKQ_MODEL), loaded on first use and kept."""
+        name = model or self.settings.model
+        with self._lock:
+            seg = self._segmenters.get(name)
+            if seg is None:
+                seg = self._segmenters[name] = load_segmenter(self.settings, name)
+                if self.on_model_loaded:
+                    self.on_model_loaded(seg)
+            return seg
 
     @property
-    def segmenter(self) -> Segmenter:
-        if self._segmenter is None:
-            self._segmenter = load_segmenter(self.settings)
-        return self._segmenter
+    def loaded_models(self) -> list[Segmenter]:
+        return list(self._segmenters.values())
 
     def _decode(self, data: bytes) -> imaging.DecodedImage:
         return imaging.decode(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_bytes)
@@ -100,25 +116,27 @@ class Pipeline:
                 if ref not in assets:
                     raise imaging.InvalidParameterError(f"image {ref!r} was not provided", field=ref)
                 resolved[ref] = self._decode(assets[ref])
-        return _Job(op, parsed, image, resolved, timings)
+        model = (matte_model(parsed) or self.settings.model) if op.wants_matte(parsed) else None
+        return _Job(op, parsed, image, resolved, timings, model)
 
     def _infer(self, jobs: list[_Job]) -> None:
-        needing = [j for j in jobs if j.operation.wants_matte(j.params)]
-        if not needing:
-            return
-        t0 = time.perf_counter()
-        batch = np.stack([network_input(j.image.rgb, defaults.NETWORK_SIZE) for j in needing])
-        probs = self.segmenter.predict(batch)
-        share = (time.perf_counter() - t0) / len(needing)
-        for job, p in zip(needing, probs, strict=True):
-            job.probs = p
-            job.timings["infer"] = share
+        """One network call per model among the jobs."""
+        for model in sorted({j.model for j in jobs if j.model}):
+            needing = [j for j in jobs if j.model == model]
+            segmenter = self.segmenter(model)
+            t0 = time.perf_counter()
+            batch = np.stack([network_input(j.image.rgb, segmenter.spec.input_size) for j in needing])
+            foreground = segmenter.predict(batch)
+            share = (time.perf_counter() - t0) / len(needing)
+            for job, fg in zip(needing, foreground, strict=True):
+                job.foreground = fg
+                job.timings["infer"] = share
 
     def _finish(self, job: _Job) -> ProcessResult:
         matte = None
-        if job.probs is not None:
+        if job.foreground is not None:
             with _timed(job.timings, "upsample"):
-                matte = soft_alpha(job.probs, job.image.rgb)
+                matte = soft_alpha(job.foreground, job.image.rgb)
                 if job.image.alpha is not None:  # transparent source pixels are never object
                     matte *= job.image.alpha.astype(np.float32) * (1.0 / 255.0)
         with _timed(job.timings, "operation"):
@@ -128,7 +146,7 @@ class Pipeline:
         # the encoder interleaves a full RGBA copy and fpng buffers its output: let go of the matte
         # and of what the result no longer needs first (a 12 MP job peaks ~100 MB lower)
         del matte
-        job.image, job.probs, job.assets = None, None, {}  # type: ignore[assignment]
+        job.image, job.foreground, job.assets = None, None, {}  # type: ignore[assignment]
         with _timed(job.timings, "encode"):
             data = imaging.encode(
                 rendered.pixels,
@@ -142,7 +160,8 @@ class Pipeline:
                 png_fast=s.png_fast,
             )
         h, w = rendered.pixels.shape[:2]
-        return ProcessResult(data, imaging.CONTENT_TYPES[fmt], "jpg" if fmt == "jpeg" else fmt, w, h, job.timings)
+        ext = "jpg" if fmt == "jpeg" else fmt
+        return ProcessResult(data, imaging.CONTENT_TYPES[fmt], ext, w, h, job.timings, job.model)
 
     def process(
         self,

@@ -1,7 +1,9 @@
-"""The U-Net behind one interface: ONNX Runtime by default, the TensorFlow SavedModel optionally.
+"""A segmentation model behind one interface: ONNX Runtime by default, a TensorFlow SavedModel optionally.
 
-A segmenter is loaded once per process (a worker's or the CLI's) and is safe to call from several
-threads: ONNX Runtime sessions are thread-safe and release the GIL while they compute.
+A segmenter runs one model of the registry (``maskq.models``) and answers with its foreground
+probability, whatever the model's own output is. It is loaded once per process (a worker's or the
+CLI's) and is safe to call from several threads: ONNX Runtime sessions are thread-safe and release
+the GIL while they compute.
 """
 
 from __future__ import annotations
@@ -15,22 +17,20 @@ import numpy as np
 
 from maskq import defaults
 from maskq.errors import ModelUnavailableError
+from maskq.models import MODELS, ModelSpec, spec_for_file
 from maskq.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# The model contract (models/MODEL_CARD.md): float32 NHWC RGB in [0, 1] at 256x256; softmax out,
-# channels (foreground, background, border).
-FOREGROUND, BACKGROUND, BORDER = 0, 1, 2
 
 
 class Segmenter(Protocol):
     runtime: str
     precision: str
     model_path: Path
+    spec: ModelSpec
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 256, 256, 3) float32 in [0, 1] -> (N, 256, 256, 3) class probabilities."""
+        """(N, S, S, 3) float32 RGB in [0, 1], S = spec.input_size -> (N, S, S) foreground probability."""
         ...
 
 
@@ -58,6 +58,7 @@ class OnnxSegmenter:
     def __init__(
         self,
         model_path: Path,
+        spec: ModelSpec | None = None,
         precision: str = "fp32",
         device: str = "cpu",
         intra_op_threads: int = defaults.INTRA_OP_THREADS,
@@ -79,19 +80,24 @@ class OnnxSegmenter:
         except Exception as err:  # ORT raises its own untyped errors for a bad file
             raise ModelUnavailableError(f"cannot load {model_path}: {err}") from None
         self.model_path = Path(model_path)
+        self.spec = spec or spec_for_file(model_path)
         self.precision = precision
         self.max_batch = max_batch
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict_raw(self, batch: np.ndarray) -> np.ndarray:
+        """The network's own output (evaluation tools; the service uses ``predict``)."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         parts = [
             self.session.run([self._output], {self._input: batch[i : i + self.max_batch]})[0]
             for i in range(0, len(batch), self.max_batch)
         ]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.spec.foreground(self.predict_raw(batch))
 
 
 class TensorFlowSegmenter:
@@ -100,7 +106,7 @@ class TensorFlowSegmenter:
 
     runtime = "tensorflow"
 
-    def __init__(self, model_path: Path, precision: str = "fp32") -> None:
+    def __init__(self, model_path: Path, spec: ModelSpec, precision: str = "fp32") -> None:
         try:
             import tensorflow as tf
         except ImportError:
@@ -111,19 +117,25 @@ class TensorFlowSegmenter:
         self._model = tf.saved_model.load(str(model_path))
         self._fn = self._model.signatures["serving_default"]
         self.model_path = Path(model_path)
+        self.spec = spec
         self.precision = precision
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         out = self._fn(self._tf.constant(np.asarray(batch, dtype=np.float32)))
-        return next(iter(out.values())).numpy()
+        return self.spec.foreground(next(iter(out.values())).numpy())
 
 
-def load_segmenter(settings: Settings) -> Segmenter:
-    """The runtime the settings ask for; raises ModelUnavailableError with the path when it is missing."""
+def load_segmenter(settings: Settings, model: str | None = None) -> Segmenter:
+    """``model`` (default: MASKQ_MODEL) on the runtime the settings ask for; raises
+    ModelUnavailableError with the path when its file is missing."""
+    spec = MODELS[model or settings.model]
     if settings.runtime == "tensorflow":
-        return TensorFlowSegmenter(settings.models_dir / "unet_savedmodel", settings.precision)
+        if not spec.savedmodel:
+            raise ModelUnavailableError(f"model {spec.name!r} ships no SavedModel; use MASKQ_RUNTIME=onnx")
+        return TensorFlowSegmenter(settings.models_dir / spec.savedmodel, spec, settings.precision)
     return OnnxSegmenter(
-        settings.model_path,
+        settings.model_path(spec.name),
+        spec,
         precision=settings.precision,
         device=settings.device,
         intra_op_threads=settings.intra_op_threads,

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maskq import defaults
 from maskq.errors import ConfigurationError
+from maskq.models import DEFAULT_MODEL, MODELS, ModelName
 
 ENV_PREFIX = "MASKQ_"
 
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
 
     # segmentation runtime
     models_dir: Path = defaults.MODELS_DIR
+    model: ModelName = DEFAULT_MODEL  # for jobs that name none
+    preload_models: str = ""  # comma-separated names a worker loads at start; empty: the default model
     precision: Literal["fp32", "int8"] = defaults.DEFAULT_PRECISION
     runtime: Literal["onnx", "tensorflow"] = "onnx"
     device: Literal["cpu", "gpu", "auto"] = "cpu"
@@ -107,9 +110,23 @@ class Settings(BaseSettings):
             return v
         return v.upper() if info.field_name == "log_level" else v.lower()
 
+    def model_path(self, model: str | None = None) -> Path:
+        """The ONNX file of ``model`` (default: MASKQ_MODEL) at MASKQ_PRECISION."""
+        return self.models_dir / MODELS[model or self.model].files[self.precision]
+
     @property
-    def model_path(self) -> Path:
-        return self.models_dir / defaults.MODEL_FILES[self.precision]
+    def preload(self) -> list[str]:
+        """The models a worker loads before its first job: MASKQ_PRELOAD_MODELS, else the default."""
+        names = [n.strip() for n in self.preload_models.split(",") if n.strip()]
+        return names or [self.model]
+
+    @field_validator("preload_models")
+    @classmethod
+    def _known_models(cls, v: str) -> str:
+        unknown = [n.strip() for n in v.split(",") if n.strip() and n.strip() not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+        return v
 
     @property
     def api_key_map(self) -> dict[str, str]:

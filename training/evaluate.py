@@ -1,6 +1,11 @@
-"""Evaluate a shipped ONNX model on the Oxford-IIIT Pet test split; writes a JSON report.
+"""Evaluate a shipped ONNX model on the Oxford-IIIT Pet test split and on ECSSD; writes a JSON report.
 
     python -m training.evaluate --model models/unet.onnx --out models/eval-fp32.json
+    python -m training.evaluate --model models/general.onnx --out models/general-eval-fp32.json
+
+ECSSD (``../shared/datasets/ecssd-dev``, 756 everyday photos with object masks; evaluation only) is
+scored when the folder is there: at the photos' stored size through the runtime's matting, Dice and
+IoU at 128x128 (both masks resized, alpha > 0.5), MAE of the soft alpha, and boundary F at 2 px.
 
 Foreground is pet plus border (trimap 1 and 3) against background (trimap 2). Per image: Dice and
 IoU of the foreground, averaged over images; plus 3-class pixel accuracy at 256x256. Three views:
@@ -27,9 +32,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from maskq.matting import DEFAULT_MATTING, MattingParams, network_input, soft_alpha
-from maskq.segmentation import BACKGROUND, OnnxSegmenter
+from maskq.segmentation import OnnxSegmenter
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "oxford-pets"
+DEFAULT_ECSSD_DIR = DEFAULT_DATA_DIR.parent / "ecssd-dev"
+SCORE_SIZE = 128  # Dice and IoU on masks resized to 128x128: every photo weighs the same
+BOUNDARY_TOLERANCE = 2  # px at the stored size, for boundary F
 BATCH = 16
 TRIMAP_BACKGROUND = 2  # trimap values: 1 pet, 2 background, 3 border
 
@@ -70,6 +78,62 @@ def boundary_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return dice_iou(pred & band, truth & band)[1]
 
 
+def boundary_f(pred: np.ndarray, truth: np.ndarray, tolerance: int = BOUNDARY_TOLERANCE) -> float:
+    """F-measure of the predicted outline against the true one: an outline pixel counts as matched
+    when the other outline is within ``tolerance`` px (Perazzi et al. 2016, DAVIS' boundary F)."""
+
+    def outline(mask: np.ndarray) -> np.ndarray:
+        m = mask.astype(np.uint8)
+        return (m - cv2.erode(m, np.ones((3, 3), np.uint8))) > 0
+
+    p, t = outline(pred), outline(truth)
+    if not p.any() and not t.any():
+        return 1.0
+    if not p.any() or not t.any():
+        return 0.0
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1, 2 * tolerance + 1))
+    precision = (p & (cv2.dilate(t.astype(np.uint8), k) > 0)).sum() / p.sum()
+    recall = (t & (cv2.dilate(p.astype(np.uint8), k) > 0)).sum() / t.sum()
+    return float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0
+
+
+def saliency_scores(alpha: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """One photo: Dice and IoU at SCORE_SIZE, MAE of the soft alpha and boundary F at the stored size.
+    ``alpha`` float in [0, 1], ``truth`` boolean, both at the photo's size."""
+    small = (SCORE_SIZE, SCORE_SIZE)
+    a128 = cv2.resize(alpha.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
+    t128 = cv2.resize(truth.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
+    dice, iou = dice_iou(a128, t128)
+    return {"dice": dice, "iou": iou, "mae": float(np.abs(alpha - truth).mean()),
+            "boundary_f": boundary_f(alpha > 0.5, truth)}
+
+
+def ecssd_names(folder: Path) -> list[str]:
+    if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
+        raise FileNotFoundError(f"ECSSD not found at {folder} (images/ and masks/; see ../shared/datasets)")
+    return sorted(p.stem for p in (folder / "images").glob("*.jpg") if (folder / "masks" / f"{p.stem}.png").exists())
+
+
+def load_ecssd(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.asarray(Image.open(folder / "images" / f"{name}.jpg").convert("RGB"))
+    truth = np.asarray(Image.open(folder / "masks" / f"{name}.png").convert("L")) > 127
+    return rgb, truth
+
+
+def evaluate_ecssd(model: OnnxSegmenter, folder: Path, limit: int = 0) -> dict:
+    """Mean saliency_scores over the photos, through the runtime's matting."""
+    names = ecssd_names(folder)
+    if limit:
+        names = names[:: max(1, len(names) // limit)][:limit]
+    rows = []
+    for chunk in tqdm(list(batched(names, BATCH)), desc="ecssd", unit="batch", leave=False):
+        pairs = [load_ecssd(folder, n) for n in chunk]
+        for (rgb, truth), fg in zip(pairs, predict_foreground(model, [rgb for rgb, _ in pairs]), strict=True):
+            rows.append(saliency_scores(soft_alpha(fg, rgb), truth))
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return {"images": len(rows), **out, "dice_min": float(np.min([r["dice"] for r in rows]))}
+
+
 def summarise(
     dices: list[float], ious: list[float], accs: list[float] | None = None, bious: list[float] | None = None
 ) -> Scores:
@@ -101,14 +165,19 @@ def batched(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def predict_probs(model: OnnxSegmenter, rgbs: list[np.ndarray]) -> np.ndarray:
-    return model.predict(np.stack([network_input(rgb) for rgb in rgbs]))
+def network_batch(model: OnnxSegmenter, rgbs: list[np.ndarray]) -> np.ndarray:
+    return np.stack([network_input(rgb, model.spec.input_size) for rgb in rgbs])
+
+
+def predict_foreground(model: OnnxSegmenter, rgbs: list[np.ndarray]) -> np.ndarray:
+    """(N, S, S) foreground probability, as the runtime computes it."""
+    return model.predict(network_batch(model, rgbs))
 
 
 def evaluate_split(
     model: OnnxSegmenter, folder: Path, names: list[str], matting: list[tuple[str, MattingParams]], net256: bool
 ) -> dict[str, Scores]:
-    """Scores at 256 (if asked) and at the folder's resolution for each matting setting."""
+    """Scores at the network's size (if asked) and at the folder's resolution for each matting setting."""
     images, trimaps = folder / "images", folder / "trimaps"
     d256: list[float] = []
     i256: list[float] = []
@@ -118,18 +187,19 @@ def evaluate_split(
     }
     for chunk in tqdm(list(batched(names, BATCH)), desc=folder.name, unit="batch", leave=False):
         pairs = [load_pair(images, trimaps, n) for n in chunk]
-        probs = predict_probs(model, [rgb for rgb, _ in pairs])
-        for (rgb, trimap), p in zip(pairs, probs, strict=True):
+        raw = model.predict_raw(network_batch(model, [rgb for rgb, _ in pairs]))
+        size = model.spec.input_size
+        for (rgb, trimap), r in zip(pairs, raw, strict=True):
             truth = trimap != TRIMAP_BACKGROUND
             if net256:
-                t256 = cv2.resize(trimap, (256, 256), interpolation=cv2.INTER_NEAREST)
-                cls = p.argmax(-1)
-                d, i = dice_iou(cls != BACKGROUND, t256 != TRIMAP_BACKGROUND)
+                tnet = cv2.resize(trimap, (size, size), interpolation=cv2.INTER_NEAREST)
+                d, i = dice_iou(model.spec.hard_foreground(r), tnet != TRIMAP_BACKGROUND)
                 d256.append(d)
                 i256.append(i)
-                acc256.append(float((cls == (t256.astype(np.int64) - 1)).mean()))
+                if model.spec.output == "trimap3":  # 3-class accuracy: only a trimap model has classes
+                    acc256.append(float((r.argmax(-1) == (tnet.astype(np.int64) - 1)).mean()))
             for label, params in matting:
-                alpha = soft_alpha(p, rgb, params)
+                alpha = soft_alpha(model.spec.foreground(r[None])[0], rgb, params)
                 pred = alpha > 0.5
                 d, i = dice_iou(pred, truth)
                 full[label][0].append(d)
@@ -141,7 +211,9 @@ def evaluate_split(
     return out
 
 
-def evaluate(model_path: Path, data: Path, limit: int = 0, fullres: bool = True) -> dict:
+def evaluate(model_path: Path, data: Path, limit: int = 0, fullres: bool = True,
+             ecssd: Path | None = DEFAULT_ECSSD_DIR) -> dict:
+    """The pets test split (net: at the network's own size, stored, fullres) and ECSSD when present."""
     model = OnnxSegmenter(model_path)
     names = read_names(data, "test")
     names = [n for n in names if (data / "images" / f"{n}.jpg").exists()]
@@ -165,6 +237,8 @@ def evaluate(model_path: Path, data: Path, limit: int = 0, fullres: bool = True)
             net256=False,
         )
         report["fullres"] = {k: asdict(v) for k, v in fr.items()}
+    if ecssd is not None and ecssd.exists():
+        report["ecssd"] = evaluate_ecssd(model, ecssd, limit)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
 
@@ -176,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the JSON report here")
     p.add_argument("--limit", type=int, default=0, help="only the first N test images (smoke runs)")
     p.add_argument("--no-fullres", action="store_true", help="skip the original-resolution photos")
+    p.add_argument("--ecssd", type=Path, default=DEFAULT_ECSSD_DIR, help="ECSSD folder (scored when present)")
     args = p.parse_args(argv)
     if not args.data.exists():
         print(f"error: Oxford-IIIT Pet not found at {args.data} (see ../shared/datasets/README.md)", file=sys.stderr)
         return 2
-    report = evaluate(args.model, args.data, args.limit, not args.no_fullres)
+    report = evaluate(args.model, args.data, args.limit, not args.no_fullres, args.ecssd)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from maskq.matting import soft_alpha  # noqa: E402
 from maskq.segmentation import OnnxSegmenter  # noqa: E402
-from training.evaluate import DEFAULT_DATA_DIR, TRIMAP_BACKGROUND, dice_iou, predict_probs  # noqa: E402
+from training.evaluate import DEFAULT_DATA_DIR, TRIMAP_BACKGROUND, dice_iou, predict_foreground  # noqa: E402
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
@@ -59,7 +59,7 @@ def plot_grid(model_path: Path, data: Path, out: Path, count: int = 8) -> None:
     for row, name in zip(axes, names, strict=True):
         rgb = np.asarray(Image.open(folder / "images" / f"{name}.jpg").convert("RGB"))
         truth = np.asarray(Image.open(folder / "trimaps" / f"{name}.png")) != TRIMAP_BACKGROUND
-        alpha = soft_alpha(predict_probs(model, [rgb])[0], rgb)
+        alpha = soft_alpha(predict_foreground(model, [rgb])[0], rgb)
         dice = dice_iou(alpha > 0.5, truth)[0]
         cut = (rgb * alpha[..., None] + 255 * (1 - alpha[..., None])).astype(np.uint8)
         for ax, img, title in zip(

@@ -64,6 +64,7 @@ BUSY = Gauge("maskq_worker_busy_processes", "Pool processes (or threads) running
 PROCESSES = Gauge("maskq_worker_processes",
                   "Task slots with a loaded model (prefork: processes; threads pool: threads), by queue", ["queue"],
                   multiprocess_mode="livesum")
+MODEL_IMAGES = Counter("maskq_model_images_total", "Images segmented, by model", ["model"])
 MODEL_INFO = Gauge("maskq_model_info", "The model a worker serves (value 1)", ["model", "runtime", "precision"],
                    multiprocess_mode="livemax")
 

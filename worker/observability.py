@@ -128,11 +128,10 @@ def _clean_metrics_dir(**_: Any) -> None:
         metrics.clean_dir(path)
 
 
-def model_info(pipeline: Any, settings: Any) -> tuple[str, str, str]:
-    """(model, runtime, precision) of a loaded pipeline: the file, the runtime and its device."""
-    seg = pipeline.segmenter
-    path = getattr(seg, "model_path", None)
-    model = path.name if path is not None else "unknown"
+def model_info(seg: Any, settings: Any) -> tuple[str, str, str]:
+    """(model, runtime, precision) of a loaded segmenter: the registry name, the runtime and its device."""
+    spec = getattr(seg, "spec", None)
+    model = spec.name if spec is not None else "unknown"
     runtime = getattr(seg, "runtime", None) or settings.runtime
     providers = getattr(seg, "providers", None)
     if providers:
@@ -140,11 +139,14 @@ def model_info(pipeline: Any, settings: Any) -> tuple[str, str, str]:
     return model, str(runtime), str(getattr(seg, "precision", settings.precision))
 
 
-def record_model_loaded(pipeline: Any, settings: Any) -> None:
-    """A prefork child is one task slot; a threads/solo pool's main process holds all its threads."""
+def record_model_loaded(seg: Any, settings: Any) -> None:
+    """A prefork child is one task slot; a threads/solo pool's main process holds all its threads.
+    Called for each model a process loads (at start, or at the first job that names it)."""
     from billiard.process import current_process
 
     from worker import metrics, runtime
 
     slots = 1 if current_process().name != "MainProcess" else (runtime.POOL_CONCURRENCY or 1)
-    metrics.model_loaded(*model_info(pipeline, settings), slots=slots)
+    model, rt, precision = model_info(seg, settings)
+    log.info("serving the %s model (%s, %s)", model, rt, precision, extra={"model": model})
+    metrics.model_loaded(model, rt, precision, slots=slots)

@@ -47,17 +47,21 @@ class Runtime:
         self._lock = threading.Lock()
 
     def load_pipeline(self, concurrency: int | None = None) -> Pipeline:
-        """Load the ONNX model now; idempotent."""
+        """Load the preloaded models now (MASKQ_PRELOAD_MODELS); idempotent. Other models load at the
+        first job that names them and stay."""
         with self._lock:
             if self._pipeline is None:
                 from maskq.pipeline import Pipeline
 
                 threads = intra_op_threads(self.settings, concurrency if concurrency is not None else POOL_CONCURRENCY)
-                self._pipeline = Pipeline.load(self.settings.model_copy(update={"intra_op_threads": threads}))
-                log.info("model loaded in pid %s (%s intra-op threads)", os.getpid(), threads)
                 from worker.observability import record_model_loaded
 
-                record_model_loaded(self._pipeline, self.settings)
+                self._pipeline = Pipeline.load(self.settings.model_copy(update={"intra_op_threads": threads}))
+                names = ", ".join(self.settings.preload)
+                log.info("model loaded in pid %s: %s (%s intra-op threads)", os.getpid(), names, threads)
+                for seg in self._pipeline.loaded_models:
+                    record_model_loaded(seg, self.settings)
+                self._pipeline.on_model_loaded = lambda seg: record_model_loaded(seg, self.settings)
             return self._pipeline
 
     @property

@@ -99,7 +99,7 @@ def finished(t: Transition) -> None:
     metrics.job_finished(job)
     log.info("job %s", job.state.value, extra={"job_id": job.id, "tenant": job.tenant, "state": job.state.value,
                                                "error_code": job.error_code, "attempts": job.attempts,
-                                               "timings": job.timings})
+                                               "model": job.model, "timings": job.timings})
     if job.webhook_url and wants_webhook(job.webhook_events, job.state.value):
         try:
             app.send_task(WEBHOOK_TASK, args=[job.id, job.state.value])
@@ -159,6 +159,8 @@ def process_job(self: JobTask, job_id: str) -> str:
         key = rt.storage.put_result(job.tenant, job.id, outcome.data, index=index, extension=outcome.extension,
                                     content_type=outcome.content_type, metadata={"job": job.id})
         metrics.IMAGES.labels("ok").inc()
+        if outcome.model:
+            metrics.MODEL_IMAGES.labels(outcome.model).inc()
         result_keys.append(key)
         items.append(ItemOutcome(index, JobState.SUCCEEDED, key, outcome.content_type, outcome.width, outcome.height))
         for stage, seconds in outcome.timings.items():

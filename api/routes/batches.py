@@ -70,7 +70,7 @@ def batch_document(svc: Services, batch_id: str, tenant: str) -> dict[str, Any]:
 def submit_batch(svc: Services, tenant: str, operation: str, params: Any, *, images: list[bytes] | None = None,
                  input_keys: list[str] | None = None, webhook_url: str | None = None,
                  webhook_events: list[str] | None = None) -> str:
-    params = validate_params(operation, params)
+    params = validate_params(operation, params, svc.settings.model)
     webhook_url, events = validate_webhook(svc, webhook_url, webhook_events)
     n = len(images if images is not None else input_keys or [])
     if not 1 <= n <= svc.settings.max_batch_items:

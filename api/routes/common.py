@@ -14,7 +14,7 @@ from api.schemas import WEBHOOK_EVENTS, ErrorBody
 from api.services import Services, check_webhook_url
 from maskq.errors import ImageTooLargeError, InvalidParameterError, NotFoundError, UnsupportedFormatError
 from maskq.jobs import Job
-from maskq.params import parse_params
+from maskq.params import parse_params, with_default_model
 from maskq.storage import translated
 
 _ERROR_TEXT = {
@@ -64,7 +64,8 @@ async def admit(svc: Services, n: int = 1) -> None:
         raise backlog_error(svc.settings, backlog)
 
 
-def validate_params(operation: str, params: Any) -> dict[str, Any]:
+def validate_params(operation: str, params: Any, default_model: str) -> dict[str, Any]:
+    """The params as the record keeps them: checked, with the model named where one is used."""
     if not isinstance(params, dict):
         raise InvalidParameterError("params must be a JSON object", field="params")
     try:
@@ -72,7 +73,7 @@ def validate_params(operation: str, params: Any) -> dict[str, Any]:
     except InvalidParameterError as err:
         field = err.field if err.field in (None, "operation") else f"params.{err.field}"
         raise InvalidParameterError(err.message, field=field) from None
-    return params
+    return with_default_model(operation, params, default_model)
 
 
 def validate_webhook(svc: Services, url: str | None, events: list[str] | None) -> tuple[str | None, list[str]]:

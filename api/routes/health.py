@@ -1,5 +1,6 @@
 """``/healthz`` (the process answers), ``/readyz`` (Redis and S3 reachable), ``/metrics``,
-``/v1/operations`` (each operation's parameter schema). No API key needed."""
+``/v1/operations`` (each operation's parameter schema), ``/v1/models`` (the segmentation models).
+No API key needed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.routes.common import services
 from api.schemas import Health
 from maskq.errors import MaskqError
+from maskq.models import MODELS
 from maskq.params import PARAMS_MODELS
 
 router = APIRouter(tags=["health"])
@@ -49,3 +51,9 @@ def metrics(request: Request) -> Response:
 @router.get("/v1/operations", summary="The operations and their parameters' JSON schemas")
 async def operations() -> dict[str, Any]:
     return {name: model.model_json_schema() for name, model in sorted(PARAMS_MODELS.items())}
+
+
+@router.get("/v1/models", summary="The segmentation models a job can name in its `model` parameter")
+def models(request: Request) -> dict[str, Any]:
+    default = services(request).settings.model
+    return {"default": default, "models": [{**m.public(), "default": m.name == default} for m in MODELS.values()]}

@@ -71,7 +71,7 @@ def submit(svc: Services, tenant: str, operation: str, params: Any, *, data: byt
            input_key: str | None = None, webhook_url: str | None = None, webhook_events: list[str] | None = None,
            idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Validate, store the input, write the record, send the task. Returns ``(job, replayed)``."""
-    params = validate_params(operation, params)
+    params = validate_params(operation, params, svc.settings.model)
     webhook_url, events = validate_webhook(svc, webhook_url, webhook_events)
     if idempotency_key:
         existing = svc.jobs.find_by_idempotency_key(tenant, idempotency_key)

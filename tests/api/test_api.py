@@ -69,7 +69,9 @@ def test_create_multipart_then_get(api) -> None:
     c = api.client()
     job = c.submit(png_bytes(), "remove", {"format": "png"})
     assert job["state"] == "queued" and job["operation"] == "remove" and job["tenant"] == TENANT_A
-    assert job["params"] == {"format": "png"} and job["error"] is None
+    # the record names the model the job runs with: the service's default when the job names none
+    assert job["params"] == {"format": "png", "model": "general"} and job["model"] == "general"
+    assert job["error"] is None
     got = c.get(job["id"])
     assert got["id"] == job["id"] and got["state"] == "queued" and "result_url" not in got
 
@@ -98,7 +100,7 @@ def test_upload_then_create_from_key(api) -> None:
     key = c.upload(png_bytes(), "image/png")
     assert key.startswith(f"{TENANT_A}/") and key.endswith(".png")
     job = c.submit(input_key=key, operation="blur", params={"strength": 20})
-    assert job["state"] == "queued" and job["params"] == {"strength": 20}
+    assert job["state"] == "queued" and job["params"] == {"strength": 20, "model": "general"}
 
 
 def test_uploaded_key_checks(api) -> None:
@@ -379,6 +381,13 @@ def test_health_ready_metrics_and_schema(api) -> None:
         assert path in schema["paths"], path
     ops = json.loads(urllib.request.urlopen(api.url + "/v1/operations", timeout=10).read())
     assert {"mask", "remove", "swap", "blur", "crop"} <= set(ops)
+    # every operation that needs a matte lists the models it can run with
+    for op in ("mask", "remove", "swap", "blur", "crop"):
+        enum = [t.get("enum") for t in ops[op]["properties"]["model"]["anyOf"] if t.get("enum")]
+        assert enum == [["general", "pets"]], (op, ops[op]["properties"]["model"])
+    models = json.loads(urllib.request.urlopen(api.url + "/v1/models", timeout=10).read())
+    assert models["default"] == "general" and [m["name"] for m in models["models"]] == ["general", "pets"]
+    assert all(m["input_size"] > 0 and m["precisions"] == ["fp32", "int8"] for m in models["models"])
     status, _, doc = raw(api, "GET", "/nope")
     assert status == 404 and doc["error"]["code"] == "not_found"
 
@@ -409,3 +418,13 @@ def test_redis_down_is_503_and_not_ready(api_factory) -> None:
     m = metrics(dead)
     assert m[("maskq_backlog_redis_up", ())] == 0
     assert not any(n == "maskq_queue_backlog_jobs" for n, _ in m)  # absent, not a false 0
+
+
+def test_unknown_model_is_refused_and_pets_stays_selectable(api) -> None:
+    c = api.client()
+    body = json.dumps({"operation": "remove", "input_key": f"{TENANT_A}/x.png", "params": {"model": "u2net"}})
+    status, _, doc = raw(api, "POST", "/v1/jobs", body.encode(), {**auth(), "Content-Type": "application/json"})
+    assert status == 422 and doc["error"]["code"] == "invalid_parameter"
+    assert doc["error"]["details"]["field"] == "params.model"
+    job = c.submit(png_bytes(), "remove", {"model": "pets"})
+    assert job["params"]["model"] == "pets" and job["model"] == "pets"

@@ -20,9 +20,10 @@ import pytest
 
 from maskq import defaults
 from maskq.embedded import free_port
+from maskq.models import DEFAULT_MODEL, MODELS
 
 REPO = defaults.REPO_ROOT
-MODEL = defaults.MODELS_DIR / defaults.MODEL_FILES["fp32"]
+MODEL = defaults.MODELS_DIR / MODELS[DEFAULT_MODEL].files["fp32"]
 needs_stack = pytest.mark.skipif(not MODEL.exists(), reason=f"{MODEL} is missing: train and export the U-Net first")
 # Start-up loads the U-Net in each worker process; a loaded 2-core machine needs slack.
 UP_TIMEOUT = 180.0

@@ -33,8 +33,8 @@ def to_bytes(img: Image.Image, fmt: str, **kw) -> bytes:
 
 @pytest.fixture(scope="session")
 def pipeline():
-    if not (defaults.MODELS_DIR / "unet.onnx").exists():
-        pytest.skip("models/unet.onnx is missing: train and export it (training/recipe.sh, training/export.py)")
+    if not (defaults.MODELS_DIR / "general.onnx").exists():
+        pytest.skip("models/general.onnx is missing: train and export it (training/train_general.py, export.py)")
     from maskq.pipeline import Pipeline
     from maskq.settings import load_settings
 

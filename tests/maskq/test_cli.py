@@ -46,7 +46,7 @@ def test_single_file_to_file_and_glob(photo_folder: Path, tmp_path: Path):
     proc = maskq("blur", str(photo_folder / "chelsea.jpg"), "-o", str(target), "--strength", "70")
     assert proc.returncode == 0, proc.stderr
     assert Image.open(target).format == "WEBP"
-    proc = maskq("mask", str(photo_folder / "c*.jpg"), "-o", str(tmp_path / "masks"), "--model", "fp32", "-j", "2")
+    proc = maskq("mask", str(photo_folder / "c*.jpg"), "-o", str(tmp_path / "masks"), "--precision", "fp32", "-j", "2")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["chelsea.png", "coffee.png"]
 
@@ -70,6 +70,20 @@ def test_swap_with_logo_on_canvas(photo_folder: Path, tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "shop" / "chelsea.jpg").size == (1000, 1000)
+
+
+def test_unknown_model_is_an_invalid_parameter(tmp_path: Path):
+    proc = maskq("remove", str(SAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "x"), "--model", "u2net")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("maskq: invalid_parameter: remove: model: Input should be 'general' or 'pets'")
+    assert not (tmp_path / "x").exists()
+
+
+def test_pets_model_by_name(tmp_path: Path):
+    out = tmp_path / "chelsea.png"
+    proc = maskq("mask", str(SAMPLES / "chelsea.jpg"), "-o", str(out), "--model", "pets", "--precision", "int8")
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(out).size == Image.open(SAMPLES / "chelsea.jpg").size
 
 
 def test_bad_parameter_exits_2_before_any_work(tmp_path: Path):

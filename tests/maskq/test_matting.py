@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from maskq.matting import MattingParams, foreground_probability, network_input, soft_alpha
+from maskq.matting import MattingParams, network_input, soft_alpha
 
 
 def probs_from_mask(mask256: np.ndarray, border: int = 2) -> np.ndarray:
@@ -22,15 +22,8 @@ def probs_from_mask(mask256: np.ndarray, border: int = 2) -> np.ndarray:
 
 
 def test_network_input_contract():
-    x = network_input(np.full((1000, 700, 3), 255, np.uint8))
-    assert x.shape == (256, 256, 3) and x.dtype == np.float32 and np.allclose(x, 1.0)
-
-
-def test_border_counts_as_object_by_its_weight():
-    probs = np.zeros((2, 2, 3), np.float32)
-    probs[..., 2] = 1
-    assert np.allclose(foreground_probability(probs), 1.0)  # the default: the trimap's pet + border
-    assert np.allclose(foreground_probability(probs, border_weight=0.5), 0.5)
+    x = network_input(np.full((1000, 700, 3), 255, np.uint8), 320)
+    assert x.shape == (320, 320, 3) and x.dtype == np.float32 and np.allclose(x, 1.0)
 
 
 def test_guided_alpha_follows_the_photo_edge_better_than_bilinear():
@@ -42,9 +35,9 @@ def test_guided_alpha_follows_the_photo_edge_better_than_bilinear():
     truth[400:1100, 600:1400] = True
     # what a 256-px network sees, with the trimap's border band along the outline
     mask256 = cv2.resize(truth.astype(np.uint8), (256, 256), interpolation=cv2.INTER_AREA) > 0
-    probs = probs_from_mask(mask256)
-    refined = soft_alpha(probs, rgb)
-    plain = soft_alpha(probs, rgb, MattingParams(refine=False))
+    fg = 1.0 - probs_from_mask(mask256)[..., 1]  # the pets trimap's foreground: pet + border
+    refined = soft_alpha(fg, rgb)
+    plain = soft_alpha(fg, rgb, MattingParams(refine=False))
     assert refined.shape == (h, w) and refined.dtype == np.float32 and 0 <= refined.min() and refined.max() <= 1
     err_refined = np.abs(refined - truth).mean()
     err_plain = np.abs(plain - truth).mean()

@@ -100,14 +100,16 @@ def test_process_raises_typed_errors(pipeline, sample_bytes):
 
 
 def test_missing_model_is_reported(tmp_path):
-    with pytest.raises(ModelUnavailableError, match="unet.onnx"):
+    with pytest.raises(ModelUnavailableError, match="general.onnx"):
         Pipeline.load(load_settings(models_dir=tmp_path))
+    with pytest.raises(ModelUnavailableError, match="unet.onnx"):
+        Pipeline.load(load_settings(models_dir=tmp_path, model="pets"))
 
 
 def test_int8_model_agrees_with_fp32(pipeline, sample_bytes):
     settings = load_settings(precision="int8")
-    if not settings.model_path.exists():
-        pytest.skip("models/unet-int8.onnx is missing (training/quantize.py)")
+    if not settings.model_path().exists():
+        pytest.skip(f"{settings.model_path()} is missing (training/quantize.py)")
     int8 = Pipeline.load(settings)
     a = np.asarray(open_result(pipeline.process(sample_bytes["chelsea"], "mask", {"threshold": 0.5}).data)) > 0
     b = np.asarray(open_result(int8.process(sample_bytes["chelsea"], "mask", {"threshold": 0.5}).data)) > 0

@@ -9,7 +9,8 @@ from maskq.settings import load_settings
 def test_defaults_are_valid_locally(monkeypatch):
     monkeypatch.delenv("MASKQ_ENV", raising=False)
     s = load_settings()
-    assert s.max_pixels == 50_000_000 and s.model_path.name == "unet.onnx"
+    assert s.max_pixels == 50_000_000 and s.model == "general" and s.model_path().name == "general.onnx"
+    assert s.preload == ["general"] and s.model_path("pets").name == "unet.onnx"
 
 
 def test_bad_variable_is_named(monkeypatch):
@@ -44,4 +45,19 @@ def test_malformed_api_keys(monkeypatch):
 
 def test_int8_model_path(monkeypatch):
     monkeypatch.setenv("MASKQ_PRECISION", "int8")
-    assert load_settings().model_path.name == "unet-int8.onnx"
+    assert load_settings().model_path().name == "general-int8.onnx"
+    assert load_settings().model_path("pets").name == "unet-int8.onnx"
+
+
+def test_model_settings_name_known_models(monkeypatch):
+    monkeypatch.setenv("MASKQ_MODEL", "pets")
+    monkeypatch.setenv("MASKQ_PRELOAD_MODELS", "pets, general")
+    s = load_settings()
+    assert s.model == "pets" and s.preload == ["pets", "general"]
+    monkeypatch.setenv("MASKQ_MODEL", "cats")
+    with pytest.raises(ConfigurationError, match="MASKQ_MODEL"):
+        load_settings()
+    monkeypatch.setenv("MASKQ_MODEL", "general")
+    monkeypatch.setenv("MASKQ_PRELOAD_MODELS", "general,u2net")
+    with pytest.raises(ConfigurationError, match="MASKQ_PRELOAD_MODELS.*u2net"):
+        load_settings()

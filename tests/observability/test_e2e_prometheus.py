@@ -139,7 +139,7 @@ def test_prometheus_sees_backlog_throughput_and_failures(redis_url, s3_server, s
         assert prom.value(f'sum(maskq_job_failures_total{{code="{code}", operation="remove"}})') == 2
         assert prom.wait_value(backlog, 0) == 0
         assert prom.value('sum(maskq_worker_processes{queue="cpu"})') == 2
-        assert prom.value('count(maskq_model_info{model="unet.onnx", precision="fp32"})') == 1
+        assert prom.value('count(maskq_model_info{model="general", precision="fp32"})') == 1
         assert prom.value('sum(maskq_job_stage_seconds_count{stage="inference"})') == 6
         assert prom.value('sum(maskq_job_queue_wait_seconds_count)') == 8
         # the recording rules evaluate over the scraped data

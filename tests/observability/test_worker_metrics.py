@@ -96,7 +96,7 @@ def test_prefork_metrics_survive_a_killed_child_and_logs_follow_the_job(redis_ur
     assert total(text, "maskq_worker_processes") == 2
     assert total(text, "maskq_worker_busy_processes") == 0
     info = [dict(ls) for (n, ls), v in samples(text).items() if n == "maskq_model_info" and v == 1]
-    assert {(i["model"], i["runtime"], i["precision"]) for i in info} == {("unet.onnx", "onnxruntime-cpu", "fp32")}
+    assert {(i["model"], i["runtime"], i["precision"]) for i in info} == {("general", "onnxruntime-cpu", "fp32")}
 
     # SIGKILL one child: no hook runs in it; the pool replaces it; nothing it counted is lost
     before = w.children()

@@ -16,13 +16,14 @@ import pytest
 
 from maskq import defaults
 from maskq.jobs import Job, JobStore
+from maskq.models import DEFAULT_MODEL, MODELS
 from maskq.settings import Settings
 from maskq.storage import Storage
 from tests.conftest import settings_env, settings_for
 from tests.imagecheck import png_bytes  # noqa: F401 - the worker tests import it from here
 
 REPO = defaults.REPO_ROOT
-MODEL = defaults.MODELS_DIR / defaults.MODEL_FILES["fp32"]
+MODEL = defaults.MODELS_DIR / MODELS[DEFAULT_MODEL].files["fp32"]
 needs_model = pytest.mark.skipif(not MODEL.exists(), reason=f"{MODEL} is missing: train and export the U-Net first")
 # A loaded machine (the U-Net may train beside the tests) needs slack: a worker start is ~3 s idle.
 WORKER_START_TIMEOUT = 120.0

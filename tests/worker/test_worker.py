@@ -332,3 +332,16 @@ def test_webhook_is_signed_and_retried_until_delivered(svc):
         assert event["type"] == "job.failed" and event["data"]["error"]["code"] in INPUT_CODES
     finally:
         rx.close()
+
+
+def test_a_model_named_by_a_job_is_loaded_on_first_use_and_kept(svc):
+    """The worker preloads the default model; a job naming another loads it once, in the process
+    that runs it, and the log says which model serves."""
+    c, w = svc
+    ids = [c.submit(png_bytes(80, 60, seed=s), "mask", {"model": "pets"}) for s in range(3)]
+    done = c.wait(ids, timeout=90)
+    assert all(j.state is JobState.SUCCEEDED for j in done.values()), [j.error_message for j in done.values()]
+    assert done[ids[0]].model == "pets"
+    log = w.log_text()
+    assert "serving the general model" in log and "serving the pets model" in log
+    assert log.count("serving the pets model") <= 2  # at most once per pool process
