@@ -16,6 +16,7 @@ from PIL import Image
 
 from maskq import defaults
 from tests.api.conftest import KEY_A
+from tests.ui.conftest import MAX_REQUEST_BYTES
 from tests.worker.conftest import needs_model
 
 pytestmark = [needs_model, pytest.mark.slow]
@@ -289,3 +290,20 @@ def test_jobs_view_lists_recent_jobs_health_and_backlog_on_a_phone(page) -> None
         what="the result preview")
     assert page.recorder.foreign(page.origin) == []
     assert csp_problems(page) == []
+
+
+def test_a_full_backlog_says_when_to_retry(page, api_factory, tmp_path) -> None:
+    """A second API with a backlog limit of 1 and no worker: its queued job fills it, the page gets 429."""
+    busy = api_factory(max_request_bytes=MAX_REQUEST_BYTES, backlog_limit=1, backlog_cache_seconds=0,
+                       backlog_retry_after_seconds=7)
+    busy.client().submit(PHOTOS[0], "mask")  # stays queued: nobody works for this server
+    page.origin = busy.url
+    enter_key(page)
+    choose_operation(page, "remove")
+    choose_files(page, PHOTOS[1])
+    by_id(page, "submit").click()
+    error = wait_for(page, lambda d: by_id(page, "form-error").is_displayed() and by_id(page, "form-error"),
+                     what="the 429 message")
+    assert "busy (429 backlog_full)" in error.text and "Try again in 7 s" in error.text, error.text
+    assert cards(page) == []
+    assert page.recorder.foreign(busy.url) == []
