@@ -27,7 +27,12 @@ const state = {
   batches: new Map(),      // batch id -> [job ids]
   pollTimer: 0, pollDelay: POLL_MIN_MS,
   healthTimer: 0, cursor: null,
+  blobs: { results: [], preview: [] },   // object URLs to revoke when their images go away
 };
+
+function revoke(list) {
+  for (const url of list.splice(0)) URL.revokeObjectURL(url);
+}
 
 // ---------- HTTP ----------
 
@@ -102,6 +107,7 @@ function show(node, text) {
 function banner(text, info = false) {
   const b = $("banner");
   b.className = info ? "banner info" : "banner";
+  delete b.dataset.from;
   show(b, text);
 }
 
@@ -130,6 +136,7 @@ async function submitKey(ev) {
   $("key-input").value = "";
   show($("key-error"), "");
   route();
+  schedulePoll(true);  // jobs followed before the key was refused are followed again
 }
 
 // ---------- views ----------
@@ -443,9 +450,11 @@ async function poll() {
       if (job.state !== c.state) { setState(c, job.state); changed = true; }
       if (TERMINAL.has(job.state)) { c.done = true; finished(c, job); }
     }
+    if ($("banner").dataset.from === "poll") banner("");
   } catch (err) {
     if (err.status === 401) return;
     banner("Could not read the jobs' states: " + describe(err) + " Retrying.");
+    $("banner").dataset.from = "poll";
   }
   state.pollDelay = changed ? POLL_MIN_MS : Math.min(POLL_MAX_MS, state.pollDelay * 1.5);
   schedulePoll(false);
@@ -460,7 +469,7 @@ function took(job) {
 function finished(card, job) {
   card.info.textContent = [card.info.textContent, took(job) && "took " + took(job)].filter(Boolean).join(" · ");
   if (job.state === "succeeded") {
-    showResult(card.body, job, card.file).catch((err) => card.body.append(el("p", { class: "error", text: describe(err) })));
+    showResult(card.body, job, card.file, state.blobs.results).catch((err) => card.body.append(el("p", { class: "error", text: describe(err) })));
   } else if (job.state === "failed") {
     const e = job.error || {};
     card.body.append(el("p", { class: "error", text: describe(new ApiError(0, e.code || "internal", e.message || "", e.details)) }));
@@ -471,11 +480,13 @@ function finished(card, job) {
 
 const EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp" };
 
-async function showResult(container, job, original) {
+async function showResult(container, job, original, blobs) {
   const resp = await api("/v1/jobs/" + encodeURIComponent(job.id) + "/result/content", { raw: true });
   const blob = await resp.blob();
   const afterUrl = URL.createObjectURL(blob);
   const beforeUrl = original ? URL.createObjectURL(original) : null;
+  blobs.push(afterUrl);
+  if (beforeUrl) blobs.push(beforeUrl);
   const stem = original ? original.name.replace(/\.[^.]*$/, "") : job.id;
   const name = stem + "-" + job.operation + "." + (EXT[blob.type] || "bin");
   const after = el("img", { class: "after", alt: "result of " + job.operation, src: afterUrl });
@@ -534,7 +545,8 @@ function jobRow(job) {
     last.addEventListener("click", () => {
       const box = el("div", { class: "result" }, el("h3", { text: "Job " + job.id + " (" + job.operation + ")" }));
       $("job-preview").replaceChildren(box);
-      showResult(box, job, null).catch((err) => box.append(el("p", { class: "error", text: describe(err) })));
+      revoke(state.blobs.preview);
+      showResult(box, job, null, state.blobs.preview).catch((err) => box.append(el("p", { class: "error", text: describe(err) })));
       box.scrollIntoView({ block: "nearest" });
     });
   } else if (job.error) {
@@ -609,6 +621,7 @@ function start() {
     for (const c of state.cards.values()) c.done = true;
     state.cards.clear(); state.batches.clear();
     $("results").replaceChildren();
+    revoke(state.blobs.results);
     $("results-empty").hidden = false;
   });
   $("forget-key").addEventListener("click", () => {

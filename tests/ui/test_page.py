@@ -146,6 +146,10 @@ def test_two_dropped_photos_swapped_on_a_colour_shown_and_downloaded(page) -> No
     assert by_id(page, "param-margin").get_attribute("type") == "range"  # a slider, at its default
     assert by_id(page, "param-margin").get_attribute("value") == "0.05"
     assert by_id(page, "param-position").tag_name == "select"  # an enum
+    unlabelled = page.driver.execute_script("""return [...document.querySelectorAll("input, select, textarea, button")]
+        .filter(e => e.offsetParent !== null && !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+                && !(e.textContent || "").trim()).map(e => e.id || e.outerHTML.slice(0, 80));""")
+    assert unlabelled == [], "controls a screen reader cannot name"
     by_id(page, "submit").click()
 
     t0 = time.monotonic()
