@@ -208,6 +208,7 @@ def test_two_dropped_photos_swapped_on_a_colour_shown_and_downloaded(page) -> No
     assert set(weight) == {"/ui", "/ui/app.js", "/ui/app.css"}, weight
     assert 0 < sum(weight.values()) < PAGE_BUDGET_BYTES
     assert csp_problems(page) == []
+    assert not by_id(page, "banner").is_displayed()  # this server has no /v1/models: no fuss about it
 
 
 def test_a_bad_key_is_refused_with_a_message(page) -> None:
@@ -311,3 +312,33 @@ def test_a_full_backlog_says_when_to_retry(page, api_factory, tmp_path) -> None:
     assert "busy (429 backlog_full)" in error.text and "Try again in 7 s" in error.text, error.text
     assert cards(page) == []
     assert page.recorder.foreign(busy.url) == []
+
+
+def test_a_model_choice_appears_when_the_server_lists_models(page) -> None:
+    """Servers with a model registry answer GET /v1/models and give operations a ``model`` parameter
+    (anyOf [enum, null]); this one has neither (its 404 is handled: every other test runs without), so
+    both answers are shaped here, in the page, as such a server gives them."""
+    page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const realFetch = window.fetch;
+        window.fetch = async (url, opts) => {
+          if (String(url) === "/v1/models") return new Response(JSON.stringify({default: "general", models: [
+            {name: "general", description: "Any object: products, people. U-Net", default: true},
+            {name: "pets", description: "Cats and dogs only: the seed U-Net", default: false}]}),
+            {status: 200, headers: {"Content-Type": "application/json"}});
+          const resp = await realFetch(url, opts);
+          if (String(url) !== "/v1/operations") return resp;
+          const ops = await resp.json();
+          ops.remove.properties = {model: {anyOf: [{enum: ["general", "pets"], type: "string"}, {type: "null"}],
+            default: null, title: "Model", description: "segmentation model"}, ...ops.remove.properties};
+          return new Response(JSON.stringify(ops), {status: 200, headers: {"Content-Type": "application/json"}});
+        };"""})
+    enter_key(page)
+    choose_operation(page, "remove")
+    model = wait_for(page, lambda d: by_id(page, "param-model"), what="the model select")
+    labels = [o.text for o in model.find_elements("css selector", "option")]
+    assert labels == ["(the service's default: general)", "general — Any object", "pets — Cats and dogs only"]
+    assert page.driver.execute_script("return collectParams()") == {}  # the default: nothing sent
+    from selenium.webdriver.support.ui import Select
+
+    Select(model).select_by_value("pets")
+    assert page.driver.execute_script("return collectParams()") == {"model": "pets"}
