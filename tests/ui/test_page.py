@@ -276,7 +276,9 @@ def test_jobs_view_lists_recent_jobs_health_and_backlog_on_a_phone(page) -> None
     client = page.server.client()
     job = client.wait(client.submit(PHOTOS[1], "remove")["id"], timeout=JOB_TIMEOUT)
     assert job["state"] == "succeeded"
-    page.driver.set_window_size(390, 844)  # a phone
+    # a phone's viewport (a headless window is at least 500 px wide; the emulation goes below)
+    page.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
     enter_key(page)
     wait_for(page, lambda d: by_id(page, "try-view").is_displayed(), what="the key to be accepted")
     assert not page.driver.execute_script("return document.getElementById('params-box').open")  # folded on a phone
@@ -287,12 +289,19 @@ def test_jobs_view_lists_recent_jobs_health_and_backlog_on_a_phone(page) -> None
     health = wait_for(page, lambda d: "Queue cpu" in by_id(page, "health").text and by_id(page, "health"),
                       what="the health and backlog")
     assert "Ready" in health.text and "yes" in health.text and "taken by workers" in health.text, health.text
+    assert page.driver.execute_script("return window.innerWidth") == 390
     assert page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
 
     row.find_element(By.CSS_SELECTOR, "button").click()
     wait_for(page, lambda d: d.execute_script(
         "const i = document.querySelector('#job-preview img.after'); return i && i.complete && i.naturalWidth > 0"),
         what="the result preview")
+    assert page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    by_id(page, "nav-try").click()
+    choose_operation(page, "swap")
+    page.driver.find_element(By.CSS_SELECTOR, "#params-box summary").click()  # unfold: the longest form
+    assert page.driver.execute_script("return document.getElementById('params-box').open")
+    assert page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     assert page.recorder.foreign(page.origin) == []
     assert csp_problems(page) == []
 
