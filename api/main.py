@@ -17,7 +17,7 @@ import maskq
 from api import errors
 from api.limits import BodyLimitMiddleware
 from api.metrics import ObservabilityMiddleware
-from api.routes import batches, health, jobs, uploads
+from api.routes import batches, health, jobs, ui, uploads
 from api.services import Services
 from maskq import logging as mlog
 from maskq.errors import MaskqError
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="maskq", version=maskq.__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services
     errors.install(app)
-    for router in (jobs.router, uploads.router, batches.router, health.router):
+    for router in (jobs.router, uploads.router, batches.router, health.router, ui.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=services.metrics)

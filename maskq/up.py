@@ -2,10 +2,11 @@
 
 Starts, as child processes it owns, Redis and an S3 server (:mod:`maskq.embedded`, the same code
 the tests use), a Celery worker (``cpu`` and ``webhooks`` queues) and the API (uvicorn), all bound
-to 127.0.0.1; waits until each answers; prints the API's URL, a key and a curl example. Ctrl-C or
-SIGTERM stops them in reverse order (the worker finishes its running jobs for a few seconds, then
-its whole process group is killed); each child leads its own process group and has
-``PR_SET_PDEATHSIG``, so nothing outlives ``maskq up`` even when it is killed itself.
+to 127.0.0.1; waits until each answers; prints the web page's URL first (``/ui``, served by the API),
+then the API's, a key and a curl example. Ctrl-C or SIGTERM stops them in reverse order (the worker
+finishes its running jobs for a few seconds, then its whole process group is killed); each child
+leads its own process group and has ``PR_SET_PDEATHSIG``, so nothing outlives ``maskq up`` even when
+it is killed itself.
 
     maskq up                      # API on http://127.0.0.1:8000, data under .state/
     maskq up --port 8080 --concurrency 1
@@ -188,6 +189,11 @@ class Stack:
         return f"http://{LOOPBACK}:{self.api_port}"
 
     @property
+    def page_url(self) -> str:
+        """The web page the API serves (api/ui): what a person opens first."""
+        return f"{self.url}/ui"
+
+    @property
     def api_key(self) -> str:
         """The first key of ``MASKQ_API_KEYS`` or the local one ("" before start() made it)."""
         return next(iter(self.settings.model_copy(update={"api_keys": self.api_keys}).api_key_map), "")
@@ -315,7 +321,8 @@ def run(args: argparse.Namespace) -> int:
                       concurrency=args.concurrency or None)
         print(f"maskq up: starting (state in {stack.state_dir})", file=sys.stderr, flush=True)
         stack.start()
-        print(f"\nmaskq is up: {stack.url}\n  API key: {stack.api_key}\n  try:\n  "
+        print(f"\nmaskq is up: {stack.page_url}  (open it, paste the key, drop photos)\n"
+              f"  API:     {stack.url}  (reference: {stack.url}/docs)\n  API key: {stack.api_key}\n  try:\n  "
               f"{curl_example(stack.url, stack.api_key)}\n  logs: {stack.state_dir}/*/*.log\n"
               "Ctrl-C stops everything.", flush=True)
         while (gone := stack.dead()) is None:

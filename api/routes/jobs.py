@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -32,6 +33,7 @@ from maskq import logging as mlog
 from maskq.errors import ConflictError, InvalidParameterError, NotFoundError, UnsupportedFormatError
 from maskq.jobs import Job, JobState
 from maskq.params import PARAMS_MODELS
+from maskq.storage import translated
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -169,6 +171,11 @@ def get_result(request: Request, job_id: str = JobId, tenant: str = Depends(requ
     """``303 See Other`` to a presigned GET of the result; ``409`` (with the state) until it succeeded."""
     svc = services(request)
     request.state.job_id = job_id
+    return RedirectResponse(svc.storage.presigned_result_url(_result_key(svc, job_id, tenant, index)), status_code=303)
+
+
+def _result_key(svc: Services, job_id: str, tenant: str, index: int) -> str:
+    """The S3 key of a succeeded job's result ``index``: else 404 (no such job or index) or 409 (not done)."""
     job = svc.jobs.require(job_id, tenant)
     if job.state is not JobState.SUCCEEDED:
         raise ConflictError(f"job {job_id} is {job.state.value}, no result yet", state=job.state.value)
@@ -177,7 +184,42 @@ def get_result(request: Request, job_id: str = JobId, tenant: str = Depends(requ
     key = keys.get(index)
     if key is None:
         raise NotFoundError(f"job {job_id} has no result at index {index}", job_id=job_id, index=index)
-    return RedirectResponse(svc.storage.presigned_result_url(key), status_code=303)
+    return key
+
+
+_RESULT_TYPES = ("image/png", "image/jpeg", "image/webp")
+_CHUNK = 256 * 1024
+
+
+@router.get("/{job_id}/result/content", summary="The result's bytes, from this origin",
+            response_class=Response,
+            responses={200: {"description": "the result image",
+                             "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _RESULT_TYPES}},
+                       **errors(401, 404, 409, 422)})
+def get_result_content(request: Request, job_id: str = JobId, tenant: str = Depends(require_tenant),
+                       index: int = Query(0, ge=0, le=1024, description="which image of a batch job")) -> Response:
+    """The result itself, streamed through the API, for clients that may talk to the API's origin only
+    (the web page at ``/ui``: its Content-Security-Policy allows no S3 origin). Same key, same answers
+    as ``/result``; other clients should prefer that redirect, which spares the API the bytes."""
+    svc = services(request)
+    request.state.job_id = job_id
+    key = _result_key(svc, job_id, tenant, index)
+    st = svc.storage
+    with translated():
+        resp = st.client.get_object(st.result_bucket, key)
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from resp.stream(_CHUNK)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    headers = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+    if length := resp.headers.get("Content-Length"):
+        headers["Content-Length"] = length
+    media_type = resp.headers.get("Content-Type", "application/octet-stream")
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
 @router.delete("/{job_id}", summary="Cancel a queued job", response_model=JobDocument,

@@ -61,6 +61,11 @@ def test_up_serves_a_job_and_ctrl_c_leaves_no_process_and_no_port(start_up):
     with urllib.request.urlopen(f"{up.url}/readyz", timeout=10) as resp:
         assert resp.status == 200
     assert f"curl -s -H 'Authorization: Bearer {up.api_key}'" in up.output
+    # the web page's URL comes first, and the API serves the page there (/ redirects to it)
+    first = up.output[up.output.index("maskq is up:"):].splitlines()[0]
+    assert first.startswith(f"maskq is up: {up.url}/ui "), first
+    with urllib.request.urlopen(f"{up.url}/", timeout=10) as resp:
+        assert resp.url == f"{up.url}/ui" and "default-src 'self'" in resp.headers["Content-Security-Policy"]
 
     client = Client(up.url, up.api_key)
     job = client.submit(REPO / "samples" / "coffee.jpg", "mask", {})
