@@ -15,7 +15,7 @@ from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from maskq.errors import InvalidParameterError
-from maskq.models import MODELS, ModelName
+from maskq.models import ModelName
 
 Rgb = tuple[int, int, int]
 Position = Literal["center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right"]
@@ -61,8 +61,8 @@ class MatteOptions(BaseModel):
     """For every operation that needs the matte: which segmentation model makes it."""
 
     model: ModelName | None = Field(
-        None, description="segmentation model: " + "; ".join(f"{n}: {m.description}" for n, m in MODELS.items())
-        + " Default: the service's (MASKQ_MODEL, general unless the operator changed it)")
+        None, description="segmentation model: general (any object) or pets (cats and dogs only); default: the "
+        "service's, see GET /v1/models")
 
 
 class MaskParams(OperationParams, MatteOptions):

@@ -163,7 +163,7 @@ def test_two_dropped_photos_swapped_on_a_colour_shown_and_downloaded(page) -> No
     for card in cards(page):
         name = card.get_attribute("aria-label")
         job = client.get(card.get_attribute("data-job"))
-        assert job["operation"] == "swap" and job["params"] == {"background_color": BLUE}, job
+        assert job["operation"] == "swap" and job["params"] == {"background_color": BLUE, "model": "general"}, job
         imgs = wait_for(page, lambda d, c=card: [i for i in c.find_elements(By.CSS_SELECTOR, ".compare img")
                                                  if d.execute_script("return arguments[0].complete && "
                                                                      "arguments[0].naturalWidth > 0", i)] or None,
