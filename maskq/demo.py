@@ -30,18 +30,20 @@ from maskq.errors import MaskqError
 
 SAMPLES = defaults.REPO_ROOT / "samples"
 LOGO = "logo.png"
-# (input, operation, params): each operation at least once, the webshop's canvas with its logo among them;
-# params naming LOGO get the key of the uploaded logo instead
+# (input, operation, params): each operation at least once, with the default (general) model on photos
+# that are not pets (a person, a product on the webshop's white canvas with its logo), and the pets
+# model once for comparison; params naming LOGO get the key of the uploaded logo instead
 DEMO_JOBS: list[tuple[str, str, dict]] = [
-    ("chelsea.jpg", "mask", {}),
-    ("chelsea.jpg", "remove", {"crop": True}),
-    ("chelsea.jpg", "swap", {"canvas_width": 1000, "canvas_height": 1000, "scale": 0.8, "logo": LOGO,
-                             "format": "jpeg"}),
-    ("chelsea.jpg", "blur", {"strength": 60}),
-    ("chelsea.jpg", "crop", {"margin": 0.1}),
+    ("coffee.jpg", "swap", {"canvas_width": 1000, "canvas_height": 1000, "scale": 0.8, "logo": LOGO,
+                            "format": "jpeg"}),
+    ("coffee.jpg", "remove", {"crop": True}),
     ("astronaut.jpg", "remove", {}),
     ("astronaut.jpg", "faceblur", {}),
-    ("coffee.jpg", "swap", {"background_color": "#2a6f97"}),
+    ("astronaut.jpg", "blur", {"strength": 60}),
+    ("chelsea.jpg", "mask", {}),
+    ("chelsea.jpg", "crop", {"margin": 0.1}),
+    ("chelsea.jpg", "swap", {"background_color": "#2a6f97"}),
+    ("chelsea.jpg", "remove", {"model": "pets"}),
 ]
 THUMB = 220
 JOB_TIMEOUT_SECONDS = 300.0
@@ -105,7 +107,8 @@ def run_jobs(url: str, api_key: str, out: Path, timeout: float = JOB_TIMEOUT_SEC
             continue
         suffix = Path(urllib.parse.urlparse(doc.get("result_url") or "").path).suffix or ".bin"
         target = client.download(doc["id"], out / f"{i:02d}-{Path(name).stem}-{op}{suffix}")
-        rows.append(((SAMPLES / name).read_bytes(), target.read_bytes(), f"{i}. {op} {params or ''}"))
+        label = f"{i}. {op} ({doc.get('model') or 'no matte'} model) {params or ''}"
+        rows.append(((SAMPLES / name).read_bytes(), target.read_bytes(), label))
         print(f"{doc['id']:<34} {op:<9} {name:<14} {doc['state']:<9} {shown}  {target}")
     sheet = out / "contact-sheet.png"
     contact_sheet(rows, sheet)
