@@ -120,6 +120,23 @@ def _gaussian_blur(img, sigma):
     return tf.nn.depthwise_conv2d(img, ky, [1, 1, 1, 1], "SAME")
 
 
+def photometric(img, n, aug: Augment, rng: tf.random.Generator):
+    """Saturation, contrast, brightness, then soft focus and sensor noise; float images in [0, 1]."""
+    b = rng.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
+    c = rng.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast)
+    s = rng.uniform([n, 1, 1, 1], 1 - aug.saturation, 1 + aug.saturation)
+    grey = tf.reduce_mean(img, axis=-1, keepdims=True)
+    img = grey + (img - grey) * s
+    mean = tf.reduce_mean(img, axis=[1, 2, 3], keepdims=True)
+    img = (img - mean) * c + mean + b
+    if aug.blur > 0:
+        blurred = _gaussian_blur(img, rng.uniform([], 0.5, 1.5))
+        img = tf.where(rng.uniform([n, 1, 1, 1]) < aug.blur, blurred, img)
+    if aug.noise > 0:
+        img = img + rng.normal(tf.shape(img)) * rng.uniform([n, 1, 1, 1], 0.0, aug.noise)
+    return tf.clip_by_value(img, 0.0, 1.0)
+
+
 def _augment_batch(size: int, source: int, aug: Augment, seed: int):
     rng = tf.random.Generator.from_seed(seed)
 
@@ -133,19 +150,7 @@ def _augment_batch(size: int, source: int, aug: Augment, seed: int):
         lab = tf.raw_ops.ImageProjectiveTransformV3(
             images=tf.cast(labels, tf.float32), transforms=transforms, output_shape=[size, size],
             fill_value=float(BACKGROUND_LABEL), interpolation="NEAREST", fill_mode="CONSTANT")
-        b = rng.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
-        c = rng.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast)
-        s = rng.uniform([n, 1, 1, 1], 1 - aug.saturation, 1 + aug.saturation)
-        grey = tf.reduce_mean(img, axis=-1, keepdims=True)
-        img = grey + (img - grey) * s
-        mean = tf.reduce_mean(img, axis=[1, 2, 3], keepdims=True)
-        img = (img - mean) * c + mean + b
-        if aug.blur > 0:
-            blurred = _gaussian_blur(img, rng.uniform([], 0.5, 1.5))
-            img = tf.where(rng.uniform([n, 1, 1, 1]) < aug.blur, blurred, img)
-        if aug.noise > 0:
-            img = img + rng.normal(tf.shape(img)) * rng.uniform([n, 1, 1, 1], 0.0, aug.noise)
-        return tf.clip_by_value(img, 0.0, 1.0), tf.cast(lab, tf.int32)
+        return photometric(img, n, aug, rng), tf.cast(lab, tf.int32)
 
     return augment
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data import Augment, _gaussian_blur, _transforms, read_split
+from training.data import Augment, _transforms, photometric, read_split
 
 CACHE_SIZE = 288  # crops for 192-256 px training are cut from this; 12,000 photos take 4.5 GB
 DUTS_VAL = 500
@@ -143,20 +143,8 @@ def _augment(size: int, source: int, aug: Augment, seed: int):
         lab = tf.raw_ops.ImageProjectiveTransformV3(  # alpha 0 and "not ignored" outside the photo
             images=tf.cast(labels, tf.float32), transforms=transforms, output_shape=[size, size],
             fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-        b = rng.uniform([n, 1, 1, 1], -aug.brightness, aug.brightness)
-        c = rng.uniform([n, 1, 1, 1], 1 - aug.contrast, 1 + aug.contrast)
-        s = rng.uniform([n, 1, 1, 1], 1 - aug.saturation, 1 + aug.saturation)
-        grey = tf.reduce_mean(img, axis=-1, keepdims=True)
-        img = grey + (img - grey) * s
-        mean = tf.reduce_mean(img, axis=[1, 2, 3], keepdims=True)
-        img = (img - mean) * c + mean + b
-        if aug.blur > 0:
-            blurred = _gaussian_blur(img, rng.uniform([], 0.5, 1.5))
-            img = tf.where(rng.uniform([n, 1, 1, 1]) < aug.blur, blurred, img)
-        if aug.noise > 0:
-            img = img + rng.normal(tf.shape(img)) * rng.uniform([n, 1, 1, 1], 0.0, aug.noise)
         target = tf.concat([lab[..., :1] / 255.0, tf.cast(lab[..., 1:] > 0.5, tf.float32)], axis=-1)
-        return tf.clip_by_value(img, 0.0, 1.0), target
+        return photometric(img, n, aug, rng), target
 
     return augment
 

@@ -80,6 +80,19 @@ def completed_epochs(log_path: Path) -> int:
         return sum(1 for _ in csv.DictReader(f))
 
 
+def resume_or_start(out: Path, resume: bool) -> tuple[keras.Model | None, int]:
+    """(the checkpoint to continue, its next epoch) with --resume and a last.keras in OUT; else
+    (None, 0) after removing a stale log, and the caller builds a fresh model."""
+    log_path, last_path = out / LOG_NAME, out / LAST_NAME
+    if resume and last_path.exists():
+        initial_epoch = completed_epochs(log_path)
+        print(f"resuming {last_path} at epoch {initial_epoch}", flush=True)
+        return keras.models.load_model(last_path), initial_epoch
+    if log_path.exists():
+        log_path.unlink()
+    return None, 0
+
+
 def compile_model(model: keras.Model, args: argparse.Namespace, steps_per_epoch: int) -> None:
     total = max(1, args.epochs * steps_per_epoch)
     warmup = int(args.warmup_epochs * steps_per_epoch)
@@ -127,14 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     val_ds = make_dataset(args.data, val_names, args.image_size, args.batch_size, False)
 
     log_path, last_path = args.out / LOG_NAME, args.out / LAST_NAME
-    initial_epoch = 0
-    if args.resume and last_path.exists():
-        model = keras.models.load_model(last_path)
-        initial_epoch = completed_epochs(log_path)
-        print(f"resuming {last_path} at epoch {initial_epoch}", flush=True)
-    else:
-        if log_path.exists():
-            log_path.unlink()
+    model, initial_epoch = resume_or_start(args.out, args.resume)
+    if model is None:
         model = build_unet(args.image_size, args.dropout)
         if args.init_from:
             model.set_weights(keras.models.load_model(args.init_from, compile=False).get_weights())

@@ -24,7 +24,7 @@ from training.data import DEFAULT_DATA_DIR
 from training.general_model import OUTPUT_NAME, SIDE_STRIDES, build_general_unet, copy_weights
 from training.losses import AlphaDice, AlphaMAE, StructureLoss
 from training.saliency_data import Cache, build_cache, make_datasets
-from training.train import LAST_NAME, LOG_NAME, EpochTimer, completed_epochs, seed_everything
+from training.train import LAST_NAME, LOG_NAME, EpochTimer, resume_or_start, seed_everything
 
 BEST_NAME, BEST_WEIGHTS = "best.keras", "best.weights.h5"
 SIDE_WEIGHT = 0.4  # deep supervision: each side output's share of the loss
@@ -99,14 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cache.train)} training photos, {len(cache.val)} held out; {steps} steps an epoch", flush=True)
 
     log_path, last_path = args.out / LOG_NAME, args.out / LAST_NAME
-    initial_epoch = 0
-    if args.resume and last_path.exists():
-        model = keras.models.load_model(last_path)
-        initial_epoch = completed_epochs(log_path)
-        print(f"resuming {last_path} at epoch {initial_epoch}", flush=True)
-    else:
-        if log_path.exists():
-            log_path.unlink()
+    model, initial_epoch = resume_or_start(args.out, args.resume)
+    if model is None:
         model = build_general_unet(args.image_size, pretrained=not args.init_from, with_side_outputs=True)
         if args.init_from:
             source = args.init_from

@@ -16,7 +16,8 @@ from tests.maskq.conftest import to_bytes
 
 # Foreground Dice at original resolution that an untrained or broken model cannot reach; the
 # model card reports the real figure on the whole test split.
-PET_DICE_FLOOR = 0.85
+# the pets model scores ~0.89 on these photos; the general model, trained on pets among others, ~0.8
+PET_DICE_FLOOR = {"pets": 0.85, "general": 0.75}
 
 
 def open_result(data: bytes) -> Image.Image:
@@ -117,13 +118,18 @@ def test_int8_model_agrees_with_fp32(pipeline, sample_bytes):
     assert dice > 0.95
 
 
-def test_pet_photos_at_full_resolution(pipeline, pet_fullres):
+@pytest.mark.parametrize("model", ["pets", "general"])
+def test_pet_photos_at_full_resolution(pipeline, pet_fullres, model):
+    """Both models on pets; the job names the model, one pipeline serves both (loaded on first use)."""
     dices = []
     for image_path, trimap_path in pet_fullres:
-        mask = np.asarray(open_result(pipeline.process(image_path.read_bytes(), "mask", {"threshold": 0.5}).data)) > 0
+        result = pipeline.process(image_path.read_bytes(), "mask", {"threshold": 0.5, "model": model})
+        assert result.model == model
+        mask = np.asarray(open_result(result.data)) > 0
         truth = np.asarray(Image.open(trimap_path)) != 2  # pet and border against background
         dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
         dices.append(dice)
         if dice < 0.6:
-            save_failure(f"pet-{image_path.stem}", mask=mask.astype(np.uint8) * 255, truth=truth.astype(np.uint8) * 255)
-    assert np.mean(dices) > PET_DICE_FLOOR, dices
+            save_failure(f"pet-{model}-{image_path.stem}", mask=mask.astype(np.uint8) * 255,
+                         truth=truth.astype(np.uint8) * 255)
+    assert np.mean(dices) > PET_DICE_FLOOR[model], dices

@@ -108,6 +108,7 @@ def test_training_steps_resume_and_export(imagenet, tiny_sets, pets, tmp_path):
     from training import train_general
     from training.export import PARITY_TOLERANCE, export
     from training.saliency_data import Cache
+    from training.train import completed_epochs
 
     duts, small_pets = tiny_sets
     cache = tmp_path / "cache"
@@ -119,10 +120,10 @@ def test_training_steps_resume_and_export(imagenet, tiny_sets, pets, tmp_path):
     labels = Cache(cache).labels
     assert labels[..., 1].max() == 1  # the pets' border band is "ignore"
     run = tmp_path / "run"
-    assert (run / "best.weights.h5").exists() and train_general.completed_epochs(run / "log.csv") == 1
+    assert (run / "best.weights.h5").exists() and completed_epochs(run / "log.csv") == 1
     args[-1] = "2"
     assert train_general.main([*args, "--resume"]) == 0
-    assert train_general.completed_epochs(run / "log.csv") == 2
+    assert completed_epochs(run / "log.csv") == 2
 
     info = export(run / "best.weights.h5", tmp_path / "general.onnx", data=pets, spec=MODELS["general"])
     assert info["max_abs_diff_vs_keras"] < PARITY_TOLERANCE

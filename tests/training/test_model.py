@@ -100,8 +100,8 @@ def test_tensorflow_runtime_agrees_with_onnx(tmp_path):
     build_unet().save(weights)
     export(weights, tmp_path / "unet.onnx", data=tmp_path / "no-data", savedmodel=tmp_path / "unet_savedmodel")
     batch = np.random.default_rng(0).random((2, 256, 256, 3), dtype=np.float32)
-    tf_rt = load_segmenter(load_settings(models_dir=tmp_path, runtime="tensorflow"))
-    onnx_rt = load_segmenter(load_settings(models_dir=tmp_path))
+    tf_rt = load_segmenter(load_settings(models_dir=tmp_path, runtime="tensorflow", model="pets"))
+    onnx_rt = load_segmenter(load_settings(models_dir=tmp_path, model="pets"))
     assert tf_rt.runtime == "tensorflow" and onnx_rt.runtime == "onnxruntime"
     assert np.abs(tf_rt.predict(batch) - onnx_rt.predict(batch)).max() < 1e-4
 
