@@ -18,7 +18,8 @@ meta.json when there is one, else from the folders). It prints each signal's own
 signals by greedy forward selection on 5-fold cross-validated AUC (a signal may only move the
 confidence the way it moves alone: no sign flips from collinearity), fits a logistic regression of
 "Dice >= 0.8" on them and prints the coefficients to paste into maskq/confidence.py, and the
-``review_below`` to make the default (see ``choose_review_below``).
+``review_below`` to make the default (see ``choose_review_below``): paste both into
+maskq/confidence.py and maskq/defaults.py (REVIEW_BELOW; the README's settings table names it too).
 
 ``--cache DIR`` keeps each set's network outputs and Dice per model file (keyed by its hash), so a
 second run, or a fit after a report, does not run the network again.

@@ -2,7 +2,8 @@
 
 A shop that sends 5,000 photos cannot look at 5,000 cut-outs; it can look at the few the service
 doubts. The confidence is computed at the network's resolution (256-320 px squared, whatever the
-photo's size: well under a millisecond), from signals of what a failed mask looks like:
+photo's size: well under a millisecond; with a ``roi``, on the roi's part of it), from candidate
+signals of what a failed mask looks like:
 
 * ``band``: uncertain pixels (probability between 0.1 and 0.9) per pixel of the object's outline,
   i.e. the mean width of the unsure rim in network pixels. A clean mask has a rim of 1-3 px; a
@@ -16,10 +17,15 @@ photo's size: well under a millisecond), from signals of what a failed mask look
 * ``compact``: outline length squared over 4 pi area (1 for a disc): a ragged or torn outline.
 * and a few more (``area``, ``uncertain``, ``parts``, ``small``) that the fit may pick or not.
 
-They are combined by a logistic function whose few coefficients (``COEFFICIENTS``) were fitted on
-held-out photos, never on the sets the bench reports on; the value reads as the estimated
-probability that the mask's Dice against a true mask is at least 0.8. Refit them with
-``python bench/confidence.py --fit`` after a model changes.
+The fit picked three of them (``COEFFICIENTS``: ``uncertain``, ``border``, ``compact``), combined
+by a logistic function fitted on held-out training photos, never on the sets the bench reports on;
+the value reads as the estimated probability that the mask's Dice against a true mask is at least
+0.8. A mask with no object pixel at all is 0. Refit with ``python bench/confidence.py --fit`` after
+the model changes, and paste what it prints here and into ``defaults.REVIEW_BELOW`` (and the
+README's settings table).
+
+What it cannot see: a mask that is confidently wrong (a clean, sure outline around the wrong
+object) looks like a good one from the probabilities alone.
 """
 
 from __future__ import annotations
