@@ -148,8 +148,9 @@ class Pipeline:
                     raise imaging.InvalidParameterError(f"image {ref!r} was not provided", field=ref)
                 resolved[ref] = self._decode(assets[ref])
         job = _Job(op, parsed, image, resolved, timings, review_below=self.settings.review_below)
-        options = matte_options(parsed) if op.wants_matte(parsed) else None
-        if op.wants_matte(parsed):
+        wants = op.wants_matte(parsed)
+        options = matte_options(parsed) if wants else None
+        if wants:
             job.model = (options.model if options else None) or self.settings.model
         if options is not None:
             if options.review_below is not None:
