@@ -18,6 +18,7 @@ JOB_EXAMPLE = {
     "created_at": "2026-01-05T10:00:00.120Z",
     "started_at": "2026-01-05T10:00:00.310Z", "finished_at": "2026-01-05T10:00:00.702Z", "attempts": 1,
     "timings": {"read": 0.004, "decode": 0.02, "infer": 0.05, "encode": 0.03, "write": 0.01}, "error": None,
+    "confidence": 0.94, "review": False,
     "result_url": "http://127.0.0.1:8333/maskq-results/acme/3f2c.../result/0.png?X-Amz-Signature=...",
 }
 
@@ -47,6 +48,8 @@ class ItemDoc(BaseModel):
     height: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    confidence: float | None = Field(None, description="this result's mask confidence in [0, 1]")
+    review: bool | None = Field(None, description="this result's confidence is below review_below")
     result_url: str | None = None
 
 
@@ -65,6 +68,12 @@ class JobDocument(BaseModel):
     attempts: int
     timings: dict[str, float]
     error: ErrorInfo | None
+    confidence: float | None = Field(
+        None, description="how much to trust the mask, in [0, 1] (an estimate of P(Dice >= 0.8)); a batch job's "
+        "lowest; null until it succeeded, and for operations without a matte (face blur alone)")
+    review: bool | None = Field(
+        None, description="true when the confidence is below review_below (params, else MASKQ_REVIEW_BELOW): "
+        "the job still succeeded, but a person should look; GET /v1/jobs?review=true lists these")
     items: list[ItemDoc] | None = None
     result_url: str | None = None
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})

@@ -6,12 +6,15 @@
 Every operation's options come from its parameter model, so the CLI, the worker and the API accept
 the same parameters. Exit status: 0 every image succeeded, 1 some failed (one line each on stderr:
 ``<input>: <code>: <message>``), 2 bad usage or parameters, 3 the model or settings are unusable.
+``--report FILE.json`` writes one row per input: output path, model, mask confidence, review flag,
+timings, error.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 import types
@@ -26,7 +29,7 @@ from maskq import up as up_cli
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
 from maskq.ops import OPERATIONS
-from maskq.params import OperationParams, matte_model, parse_params
+from maskq.params import OperationParams, matte_model, matte_options, parse_params
 
 SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".mpo"}
@@ -90,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the model file's precision (default: MASKQ_PRECISION or fp32)")
         p.add_argument("-j", "--jobs", type=int, default=0, help="images processed in parallel (default: CPU cores)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--report", type=Path, metavar="FILE.json",
+                       help="write one row per input: output, model, confidence, review, timings, error")
         add_param_options(p, op.params)
     faces_cli.add_parser(sub)  # `maskq faces IMAGE... --json`: detections only, no output images
     up_cli.add_parser(sub)  # `maskq up`: the whole service on this machine until Ctrl-C
@@ -190,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     (args.output.parent if single_file else args.output).mkdir(parents=True, exist_ok=True)
     targets = output_paths(inputs, args.output)
     failures = 0
+    rows: dict[Path, dict[str, Any]] = {}
 
     def work(chunk: list[Path]) -> list[tuple[Path, Any]]:
         raw = [(p, _read(p)) for p in chunk]
@@ -209,12 +215,45 @@ def run(args: argparse.Namespace) -> int:
                     if isinstance(outcome, MaskqError):
                         failures += 1
                         bar.write(f"{path}: {outcome.code}: {outcome.message}", file=sys.stderr)
+                        rows[path] = report_row(path, None, None, outcome)
                         continue
                     target = targets[path]
                     if not single_file:
                         target = target.with_name(f"{target.name}.{outcome.extension}")
                     target.write_bytes(outcome.data)
+                    rows[path] = report_row(path, target, outcome, None)
+    flagged = sum(1 for r in rows.values() if r["review"])
+    if flagged:
+        print(f"maskq: {flagged} of {len(inputs)} results marked for review (mask confidence below "
+              f"{params_review_below(params, settings.review_below)})", file=sys.stderr)
+    if args.report:
+        write_report(args.report, op_name, [rows[p] for p in inputs if p in rows])
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def params_review_below(params: OperationParams, default: float) -> float:
+    options = matte_options(params)
+    return options.review_below if options is not None and options.review_below is not None else default
+
+
+def report_row(path: Path, output: Path | None, result: Any, error: MaskqError | None) -> dict[str, Any]:
+    """One input's line of the ``--report`` file."""
+    return {
+        "input": str(path),
+        "output": str(output) if output is not None else None,
+        "model": getattr(result, "model", None),
+        "confidence": getattr(result, "confidence", None),
+        "review": getattr(result, "review", None),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()} if result is not None else {},
+        "error": {"code": error.code, "message": error.message} if error is not None else None,
+    }
+
+
+def write_report(path: Path, operation: str, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"operation": operation, "images": len(rows), "failed": sum(1 for r in rows if r["error"]),
+           "review": sum(1 for r in rows if r["review"]), "rows": rows}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -195,8 +195,12 @@ class Client:
     def get(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")
 
-    def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
-        return self._json("GET", "/v1/jobs", query={"state": state, "limit": limit, "cursor": cursor})
+    def list(self, state: str | None = None, limit: int | None = None, cursor: str | None = None,
+             review: bool | None = None) -> dict[str, Any]:
+        """A page of this tenant's jobs; ``review=True``: only those marked for review."""
+        query = {"state": state, "limit": limit, "cursor": cursor,
+                 "review": None if review is None else str(review).lower()}
+        return self._json("GET", "/v1/jobs", query=query)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("DELETE", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}")

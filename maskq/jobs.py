@@ -92,10 +92,13 @@ class ItemOutcome:
     height: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    confidence: float | None = None  # the mask's confidence (maskq.confidence); None without a matte
+    review: bool | None = None  # the confidence is below the job's review_below
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, "state": self.state.value}
-        for name in ("result_key", "content_type", "width", "height", "error_code", "error_message"):
+        for name in ("result_key", "content_type", "width", "height", "error_code", "error_message", "confidence",
+                     "review"):
             value = getattr(self, name)
             if value is not None:
                 d[name] = value
@@ -112,6 +115,8 @@ class ItemOutcome:
             height=d.get("height"),
             error_code=d.get("error_code"),
             error_message=d.get("error_message"),
+            confidence=d.get("confidence"),
+            review=d.get("review"),
         )
 
 
@@ -139,6 +144,10 @@ class Job:
     idempotency_key: str | None = None
     # the webhook events asked for ("job.succeeded", ...); empty: every terminal state
     webhook_events: list[str] = field(default_factory=list)
+    # the mask confidence of the result (a batch job: its lowest), and whether it is below review_below
+    # (a batch job: any result); None when the operation made no matte or the job has not succeeded
+    confidence: float | None = None
+    review: bool | None = None
 
     @property
     def input_key(self) -> str:
@@ -184,6 +193,10 @@ class Job:
             h["timings"] = json.dumps(self.timings)
         if self.webhook_events:
             h["webhook_events"] = json.dumps(self.webhook_events)
+        if self.confidence is not None:
+            h["confidence"] = repr(self.confidence)
+        if self.review is not None:
+            h["review"] = "1" if self.review else "0"
         return h
 
     @classmethod
@@ -217,6 +230,8 @@ class Job:
             webhook_url=h.get("webhook_url") or None,
             idempotency_key=h.get("idempotency_key") or None,
             webhook_events=json.loads(h["webhook_events"]) if h.get("webhook_events") else [],
+            confidence=opt_float("confidence"),
+            review=(h["review"] == "1") if h.get("review") else None,
         )
 
     @property
@@ -240,6 +255,8 @@ class Job:
             "attempts": self.attempts,
             "timings": self.timings,
             "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+            "confidence": self.confidence,
+            "review": self.review,
         }
         if self.is_batch or self.items:
             doc["items"] = [
@@ -330,9 +347,12 @@ if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
 return {1, ARGV[4]}
 """
 
-# KEYS[1] job. ARGV[1] allowed source states (comma separated), ARGV[2] target state,
+# KEYS[1] job, KEYS[2] an index (zset) to add the job to when applied (or the job key when none).
+# ARGV[1] allowed source states (comma separated), ARGV[2] target state,
 # ARGV[3] fields to increment (comma separated, may be empty), ARGV[4] a source state that also
-# increments lost_attempts (or ''), ARGV[5] fields to delete (comma separated), ARGV[6..] pairs.
+# increments lost_attempts (or ''), ARGV[5] fields to delete (comma separated), ARGV[6] the index's
+# ttl s ('' when no index), ARGV[7..] pairs. The index scores the job by its creation ms, as the
+# tenant index does, so that the same cursors page through it.
 # Returns {1, previous state, hash} when applied, {0, current state, hash} when refused, {-1} if gone.
 _TRANSITION_LUA = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -346,7 +366,14 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2])
 for f in string.gmatch(ARGV[3], '[^,]+') do redis.call('HINCRBY', KEYS[1], f, 1) end
 if ARGV[4] ~= '' and ARGV[4] == state then redis.call('HINCRBY', KEYS[1], 'lost_attempts', 1) end
 for f in string.gmatch(ARGV[5], '[^,]+') do redis.call('HDEL', KEYS[1], f) end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[6] ~= '' then
+  local ttl = tonumber(ARGV[6])
+  local score = math.floor(tonumber(redis.call('HGET', KEYS[1], 'created_at')) * 1000)
+  redis.call('ZADD', KEYS[2], score, redis.call('HGET', KEYS[1], 'id'))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', score - ttl * 1000)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
 return {1, state, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -371,7 +398,9 @@ def _s(v: Any) -> str:
 
 class JobStore:
     """Job records in Redis. Keys: ``{prefix}:job:{id}`` (hash), ``{prefix}:tenant:{t}:jobs`` (zset
-    by creation ms, newest-first listings) and ``{prefix}:idem:{t}:{key}`` (idempotency keys)."""
+    by creation ms, newest-first listings), ``{prefix}:tenant:{t}:review`` (the same for the jobs
+    marked for review, written by the transition that marks them) and ``{prefix}:idem:{t}:{key}``
+    (idempotency keys)."""
 
     def __init__(self, client: Any, ttl_seconds: int = defaults.JOB_TTL_SECONDS,
                  prefix: str = defaults.REDIS_KEY_PREFIX, clock: Callable[[], float] = time.time) -> None:
@@ -397,6 +426,9 @@ class JobStore:
 
     def tenant_key(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def review_key(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:review"
 
     def idem_key(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
@@ -460,12 +492,13 @@ class JobStore:
 
     @_redis_faults_are_transient
     def list_for_tenant(self, tenant: str, limit: int = defaults.JOB_PAGE_SIZE,
-                        cursor: str | None = None) -> tuple[list[Job], str | None]:
+                        cursor: str | None = None, review: bool = False) -> tuple[list[Job], str | None]:
         """A page of the tenant's jobs, newest first, and the cursor of the next page (or None).
-        Expired records are dropped from the index on the way."""
+        With ``review``, only the jobs marked for review (their own index). Expired records are
+        dropped from the index on the way."""
         limit = max(1, min(int(limit), defaults.JOB_PAGE_MAX))
         pos = decode_cursor(cursor) if cursor else None
-        zkey = self.tenant_key(tenant)
+        zkey = self.review_key(tenant) if review else self.tenant_key(tenant)
         out: list[tuple[Job, int]] = []
         max_score: str = str(pos[0]) if pos else "+inf"
         offset = 0
@@ -497,15 +530,15 @@ class JobStore:
     @_redis_faults_are_transient
     def _apply(self, job_id: str, dst: JobState, *, incr: Iterable[str] = (), lost_from: JobState | None = None,
                delete: Iterable[str] = (), fields: Mapping[str, str] | None = None,
-               sources: Iterable[JobState] | None = None) -> Transition:
+               sources: Iterable[JobState] | None = None, index: str | None = None) -> Transition:
         flat: list[str] = []
         for k, v in (fields or {}).items():
             flat += [k, v]
         res = self._transition(
-            keys=[self.job_key(job_id)],
+            keys=[self.job_key(job_id), index or self.job_key(job_id)],
             args=[",".join(s.value for s in (sources_of(dst) if sources is None else sources)), dst.value,
                   ",".join(incr),
-                  lost_from.value if lost_from else "", ",".join(delete), *flat],
+                  lost_from.value if lost_from else "", ",".join(delete), str(self.ttl) if index else "", *flat],
         )
         if int(res[0]) == -1:
             raise NotFoundError(f"job {job_id} not found", job_id=job_id)
@@ -523,7 +556,10 @@ class JobStore:
         return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message})
 
     def mark_succeeded(self, job_id: str, result_keys: list[str], items: list[ItemOutcome] | None = None,
-                       timings: Mapping[str, float] | None = None) -> Transition:
+                       timings: Mapping[str, float] | None = None, *, confidence: float | None = None,
+                       review: bool | None = None, tenant: str | None = None) -> Transition:
+        """Succeeded, with the results. A job marked for ``review`` joins the tenant's review index
+        (``tenant`` names it) in the same Lua call: never listed unless it did succeed."""
         fields = {"finished_at": repr(self.clock()), "result_keys": json.dumps(result_keys)}
         if result_keys:
             fields["result_key"] = result_keys[0]
@@ -531,7 +567,14 @@ class JobStore:
             fields["items"] = json.dumps([i.to_dict() for i in items])
         if timings:
             fields["timings"] = json.dumps(dict(timings))
-        return self._finish(job_id, JobState.SUCCEEDED, fields, delete=["error_code", "error_message"])
+        if confidence is not None:
+            fields["confidence"] = repr(float(confidence))
+        if review is not None:
+            fields["review"] = "1" if review else "0"
+        if review and tenant is None:
+            raise ValueError("a job marked for review needs its tenant")
+        index = self.review_key(tenant) if review and tenant else None
+        return self._finish(job_id, JobState.SUCCEEDED, fields, delete=["error_code", "error_message"], index=index)
 
     def mark_failed(self, job_id: str, code: str, message: str, items: list[ItemOutcome] | None = None,
                     timings: Mapping[str, float] | None = None) -> Transition:
@@ -554,8 +597,8 @@ class JobStore:
                             sources=[JobState.QUEUED])
 
     def _finish(self, job_id: str, dst: JobState, fields: dict[str, str], delete: Iterable[str] = (),
-                sources: Iterable[JobState] | None = None) -> Transition:
-        t = self._apply(job_id, dst, fields=fields, delete=delete, sources=sources)
+                sources: Iterable[JobState] | None = None, index: str | None = None) -> Transition:
+        t = self._apply(job_id, dst, fields=fields, delete=delete, sources=sources, index=index)
         if t.applied:  # a finished record lives ttl seconds from its end, not from its creation
             self._touch(job_id)
         return t

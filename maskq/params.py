@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from maskq.errors import InvalidParameterError
 from maskq.models import ModelName
+from maskq.roi import parse_roi
 
 Rgb = tuple[int, int, int]
 Position = Literal["center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right"]
@@ -58,11 +59,25 @@ class OperationParams(BaseModel):
 
 
 class MatteOptions(BaseModel):
-    """For every operation that needs the matte: which segmentation model makes it."""
+    """For every operation that needs the matte: which segmentation model makes it, where the object
+    is (``roi``), and below which confidence the result is marked for review."""
 
     model: ModelName | None = Field(
         None, description="segmentation model: general (any object) or pets (cats and dogs only); default: the "
         "service's, see GET /v1/models")
+    roi: str | None = Field(
+        None, description="region of interest x1,y1,x2,y2 in pixels or percent (e.g. 10%,20%,90%,80%; a list of 4 "
+        "works too): only this rectangle can become the object; default: the whole image")
+    review_below: Fraction | None = Field(
+        None, description="mark the result for review (review: true) when its mask confidence is below this; "
+        "default: the service's MASKQ_REVIEW_BELOW")
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _roi(cls, v: Any) -> str | None:
+        if v is None:
+            return None
+        return parse_roi(v).describe()  # ValueError names the reason; the field is roi
 
 
 class MaskParams(OperationParams, MatteOptions):
@@ -234,12 +249,18 @@ def parse_params(operation: str, params: dict[str, Any] | None) -> OperationPara
         ) from None
 
 
-def matte_model(params: OperationParams) -> str | None:
-    """The model a job's parameters ask for (face blur: its background operation's), or None."""
+def matte_options(params: OperationParams) -> MatteOptions | None:
+    """The parameters that hold a job's matte options (face blur: its background operation's), or None."""
     if isinstance(params, FaceBlurParams):
         background = params.background_model()
-        return matte_model(background) if background is not None else None
-    return getattr(params, "model", None)
+        return matte_options(background) if background is not None else None
+    return params if isinstance(params, MatteOptions) else None
+
+
+def matte_model(params: OperationParams) -> str | None:
+    """The model a job's parameters ask for (face blur: its background operation's), or None."""
+    options = matte_options(params)
+    return options.model if options is not None else None
 
 
 def with_default_model(operation: str, params: dict[str, Any], default: str) -> dict[str, Any]:

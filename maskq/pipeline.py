@@ -1,9 +1,14 @@
-"""decode -> network input -> batched inference -> soft alpha -> operation -> encode.
+"""decode -> network input -> batched inference -> soft alpha (+ confidence) -> operation -> encode.
 
 One ``Pipeline`` per process holds the loaded models, each loaded the first time an image asks for
 it (or at start, ``Pipeline.load``) and kept; the CLI and the worker call it. Many images go through
 the network in one call per model (``process_many``), each keeping its own outcome: one corrupt
 file fails alone.
+
+With a region of interest (``roi``) the network sees that rectangle plus a margin of context
+(``defaults.ROI_CONTEXT``), so a small object is seen bigger, and the matte is zero outside the
+rectangle. Every matte-based result carries a confidence (``maskq.confidence``, from the network's
+probabilities inside the roi) and ``review``: whether it is below the job's ``review_below``.
 """
 
 from __future__ import annotations
@@ -17,15 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from maskq import imaging
+from maskq import defaults, imaging
+from maskq.confidence import mask_confidence
 from maskq.errors import InternalError, MaskqError
 from maskq.matting import network_input, soft_alpha
 from maskq.ops import Operation, OpInput, Rendered, Resources, get_operation
-from maskq.params import OperationParams, matte_model, parse_color, parse_params
+from maskq.params import OperationParams, matte_options, parse_color, parse_params
+from maskq.roi import parse_roi
 from maskq.segmentation import Segmenter, load_segmenter
 from maskq.settings import Settings, get_settings
 
-STAGES = ("decode", "infer", "upsample", "operation", "encode")
+STAGES = ("decode", "infer", "upsample", "confidence", "operation", "encode")
+
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, end exclusive
 
 
 @dataclass
@@ -37,6 +46,8 @@ class ProcessResult:
     height: int
     timings: dict[str, float] = field(default_factory=dict)
     model: str | None = None  # the segmentation model behind the matte; None when none was needed
+    confidence: float | None = None  # the mask's confidence in [0, 1]; None when no matte was made
+    review: bool | None = None  # confidence below the job's review_below; None when no matte was made
 
 
 @dataclass
@@ -49,7 +60,27 @@ class _Job:
     assets: dict[str, imaging.DecodedImage]
     timings: dict[str, float] = field(default_factory=dict)
     model: str | None = None
-    foreground: np.ndarray | None = None
+    foreground: np.ndarray | None = None  # at the network's size, of ``view`` (the whole image without roi)
+    roi: Box | None = None  # the region of interest in image pixels; None: the whole image
+    view: Box | None = None  # what the network sees: the roi plus context; None: the whole image
+    review_below: float = defaults.REVIEW_BELOW
+
+
+def context_box(roi: Box, width: int, height: int, context: float = defaults.ROI_CONTEXT) -> Box:
+    """The roi grown by ``context`` of its longer side on each side, clipped to the image."""
+    x1, y1, x2, y2 = roi
+    m = round(context * max(x2 - x1, y2 - y1))
+    return max(0, x1 - m), max(0, y1 - m), min(width, x2 + m), min(height, y2 + m)
+
+
+def roi_in_view(roi: Box, view: Box, size: int) -> tuple[slice, slice]:
+    """The roi's rows and columns in the network's (size, size) output of ``view`` (at least one each)."""
+    vx, vy = view[2] - view[0], view[3] - view[1]
+    c0 = min(size - 1, int((roi[0] - view[0]) * size / vx))
+    r0 = min(size - 1, int((roi[1] - view[1]) * size / vy))
+    c1 = max(c0 + 1, int(np.ceil((roi[2] - view[0]) * size / vx)))
+    r1 = max(r0 + 1, int(np.ceil((roi[3] - view[1]) * size / vy)))
+    return slice(r0, r1), slice(c0, c1)
 
 
 @contextmanager
@@ -116,8 +147,27 @@ class Pipeline:
                 if ref not in assets:
                     raise imaging.InvalidParameterError(f"image {ref!r} was not provided", field=ref)
                 resolved[ref] = self._decode(assets[ref])
-        model = (matte_model(parsed) or self.settings.model) if op.wants_matte(parsed) else None
-        return _Job(op, parsed, image, resolved, timings, model)
+        job = _Job(op, parsed, image, resolved, timings, review_below=self.settings.review_below)
+        wants = op.wants_matte(parsed)
+        options = matte_options(parsed) if wants else None
+        if wants:
+            job.model = (options.model if options else None) or self.settings.model
+        if options is not None:
+            if options.review_below is not None:
+                job.review_below = options.review_below
+            if options.roi:
+                h, w = image.rgb.shape[:2]
+                roi = parse_roi(options.roi).box(w, h)
+                if roi != (0, 0, w, h):
+                    job.roi, job.view = roi, context_box(roi, w, h)
+        return job
+
+    @staticmethod
+    def _network_view(job: _Job) -> np.ndarray:
+        if job.view is None:
+            return job.image.rgb
+        x1, y1, x2, y2 = job.view
+        return job.image.rgb[y1:y2, x1:x2]
 
     def _infer(self, jobs: list[_Job]) -> None:
         """One network call per model among the jobs."""
@@ -125,7 +175,7 @@ class Pipeline:
             needing = [j for j in jobs if j.model == model]
             segmenter = self.segmenter(model)
             t0 = time.perf_counter()
-            batch = np.stack([network_input(j.image.rgb, segmenter.spec.input_size) for j in needing])
+            batch = np.stack([network_input(self._network_view(j), segmenter.spec.input_size) for j in needing])
             foreground = segmenter.predict(batch)
             share = (time.perf_counter() - t0) / len(needing)
             for job, fg in zip(needing, foreground, strict=True):
@@ -134,11 +184,17 @@ class Pipeline:
 
     def _finish(self, job: _Job) -> ProcessResult:
         matte = None
+        confidence: float | None = None
         if job.foreground is not None:
             with _timed(job.timings, "upsample"):
-                matte = soft_alpha(job.foreground, job.image.rgb)
+                matte = self._matte(job)
                 if job.image.alpha is not None:  # transparent source pixels are never object
                     matte *= job.image.alpha.astype(np.float32) * (1.0 / 255.0)
+            with _timed(job.timings, "confidence"):
+                fg = job.foreground
+                if job.roi is not None:
+                    fg = fg[roi_in_view(job.roi, job.view, fg.shape[0])]  # type: ignore[arg-type]
+                confidence = mask_confidence(fg)
         with _timed(job.timings, "operation"):
             rendered = job.operation.apply(OpInput(job.image, matte, job.assets, self.resources), job.params)
         fmt = output_format(job.params, rendered, job.image.format)
@@ -161,7 +217,21 @@ class Pipeline:
             )
         h, w = rendered.pixels.shape[:2]
         ext = "jpg" if fmt == "jpeg" else fmt
-        return ProcessResult(data, imaging.CONTENT_TYPES[fmt], ext, w, h, job.timings, job.model)
+        review = None if confidence is None else confidence < job.review_below
+        return ProcessResult(data, imaging.CONTENT_TYPES[fmt], ext, w, h, job.timings, job.model, confidence, review)
+
+    @staticmethod
+    def _matte(job: _Job) -> np.ndarray:
+        """The (H, W) alpha: the whole photo's, or the view's placed in a zero matte and cut to the roi."""
+        if job.roi is None:
+            return soft_alpha(job.foreground, job.image.rgb)
+        h, w = job.image.rgb.shape[:2]
+        vx1, vy1, vx2, vy2 = job.view  # type: ignore[misc]
+        x1, y1, x2, y2 = job.roi
+        view_alpha = soft_alpha(job.foreground, job.image.rgb[vy1:vy2, vx1:vx2])
+        matte = np.zeros((h, w), np.float32)
+        matte[y1:y2, x1:x2] = view_alpha[y1 - vy1 : y2 - vy1, x1 - vx1 : x2 - vx1]
+        return matte
 
     def process(
         self,

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     device: Literal["cpu", "gpu", "auto"] = "cpu"
     intra_op_threads: int = Field(defaults.INTRA_OP_THREADS, ge=0, le=256)
     max_batch: int = Field(defaults.MAX_BATCH, ge=1, le=256)
+    # a result whose mask confidence is below this is marked review: true (a job's review_below overrides it)
+    review_below: float = Field(defaults.REVIEW_BELOW, ge=0.0, le=1.0)
 
     # input limits
     max_pixels: int = Field(defaults.MAX_PIXELS, ge=1)

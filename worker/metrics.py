@@ -65,6 +65,10 @@ PROCESSES = Gauge("maskq_worker_processes",
                   "Task slots with a loaded model (prefork: processes; threads pool: threads), by queue", ["queue"],
                   multiprocess_mode="livesum")
 MODEL_IMAGES = Counter("maskq_model_images_total", "Images segmented, by model", ["model"])
+# Mask confidence (maskq/confidence.py) of every matte-based result: a drift to the left after a
+# model or traffic change is the first sign of worse cut-outs. Tenths, finer near the review band.
+MASK_CONFIDENCE = Histogram("maskq_mask_confidence", "Mask confidence of each matte-based result, by model",
+                            ["model"], buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
 MODEL_INFO = Gauge("maskq_model_info", "The model a worker serves (value 1)", ["model", "runtime", "precision"],
                    multiprocess_mode="livemax")
 

@@ -99,7 +99,8 @@ def finished(t: Transition) -> None:
     metrics.job_finished(job)
     log.info("job %s", job.state.value, extra={"job_id": job.id, "tenant": job.tenant, "state": job.state.value,
                                                "error_code": job.error_code, "attempts": job.attempts,
-                                               "model": job.model, "timings": job.timings})
+                                               "model": job.model, "timings": job.timings,
+                                               "confidence": job.confidence, "review": job.review})
     if job.webhook_url and wants_webhook(job.webhook_events, job.state.value):
         try:
             app.send_task(WEBHOOK_TASK, args=[job.id, job.state.value])
@@ -161,8 +162,11 @@ def process_job(self: JobTask, job_id: str) -> str:
         metrics.IMAGES.labels("ok").inc()
         if outcome.model:
             metrics.MODEL_IMAGES.labels(outcome.model).inc()
+        if outcome.confidence is not None:
+            metrics.MASK_CONFIDENCE.labels(outcome.model or "unknown").observe(outcome.confidence)
         result_keys.append(key)
-        items.append(ItemOutcome(index, JobState.SUCCEEDED, key, outcome.content_type, outcome.width, outcome.height))
+        items.append(ItemOutcome(index, JobState.SUCCEEDED, key, outcome.content_type, outcome.width, outcome.height,
+                                 confidence=outcome.confidence, review=outcome.review))
         for stage, seconds in outcome.timings.items():
             timings[stage] = timings.get(stage, 0.0) + seconds
     timings["write"] = time.perf_counter() - t1
@@ -170,7 +174,12 @@ def process_job(self: JobTask, job_id: str) -> str:
 
     batch_items = items if job.is_batch else None
     if result_keys:
-        t = rt.jobs.mark_succeeded(job_id, result_keys, batch_items, timings)
+        # the job's confidence is its weakest result's; it is for review when any result is
+        scored = [i for i in items if i.confidence is not None]
+        confidence = min(i.confidence for i in scored) if scored else None  # type: ignore[type-var]
+        review = any(i.review for i in scored) if scored else None
+        t = rt.jobs.mark_succeeded(job_id, result_keys, batch_items, timings, confidence=confidence, review=review,
+                                   tenant=job.tenant)
     else:
         first = items[0]
         t = rt.jobs.mark_failed(job_id, first.error_code or "internal", first.error_message or "", batch_items, timings)

@@ -143,14 +143,19 @@ async def create_job(request: Request, tenant: str = Depends(require_tenant),
             response_model_exclude_unset=True, responses=errors(401, 422))
 def list_jobs(request: Request, tenant: str = Depends(require_tenant),
               state: Annotated[State | None, Query(description="only jobs in this state (filters each page)")] = None,
+              review: Annotated[bool | None, Query(
+                  description="true: only the jobs marked for review (confidence below review_below), from their "
+                  "own index, so every page is full; false: only the others (filters each page)")] = None,
               limit: int = Query(defaults.JOB_PAGE_SIZE, ge=1, le=defaults.JOB_PAGE_MAX),
               cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page")) -> Any:
-    """Cursor pagination. With ``state`` a page may hold fewer than ``limit`` jobs; follow
-    ``next_cursor`` until it is null."""
+    """Cursor pagination. With ``state`` or ``review=false`` a page may hold fewer than ``limit``
+    jobs; follow ``next_cursor`` until it is null."""
     svc = services(request)
-    jobs, nxt = svc.jobs.list_for_tenant(tenant, limit=limit, cursor=cursor)
+    jobs, nxt = svc.jobs.list_for_tenant(tenant, limit=limit, cursor=cursor, review=bool(review))
     if state is not None:
         jobs = [j for j in jobs if j.state.value == state]
+    if review is False:
+        jobs = [j for j in jobs if not j.review]
     return {"jobs": [job_document(svc, j) for j in jobs], "next_cursor": nxt}
 
 

@@ -466,8 +466,21 @@ function took(job) {
   return s >= 0 ? s.toFixed(1) + " s" : "";
 }
 
+// The mask confidence of a finished job, and a "review" badge when it is below the job's review_below.
+function confidenceText(job) {
+  return typeof job.confidence === "number" ? "confidence " + job.confidence.toFixed(2) : "";
+}
+
+function reviewBadge(job) {
+  return job.review ? el("span", { class: "state state-review", text: "review",
+    title: "The mask's confidence is below review_below: look at this cut-out before publishing it" }) : null;
+}
+
 function finished(card, job) {
-  card.info.textContent = [card.info.textContent, took(job) && "took " + took(job)].filter(Boolean).join(" · ");
+  card.info.textContent = [card.info.textContent, took(job) && "took " + took(job), confidenceText(job)]
+    .filter(Boolean).join(" · ");
+  const badge = reviewBadge(job);
+  if (badge) card.stateBadge.after(badge);
   if (job.state === "succeeded") {
     showResult(card.body, job, card.file, state.blobs.results).catch((err) => card.body.append(el("p", { class: "error", text: describe(err) })));
   } else if (job.state === "failed") {
@@ -521,7 +534,8 @@ async function loadJobs(reset) {
   if (reset) { state.cursor = null; $("jobs-table").tBodies[0].replaceChildren(); $("job-preview").replaceChildren(); }
   const q = new URLSearchParams({ limit: "20" });
   const st = $("state-filter").value;
-  if (st) q.set("state", st);
+  if (st === "review") q.set("review", "true");
+  else if (st) q.set("state", st);
   if (state.cursor) q.set("cursor", state.cursor);
   let page;
   try {
@@ -556,9 +570,9 @@ function jobRow(job) {
     el("td", { text: created ? created.toLocaleString() : "" }),
     el("td", { class: "id", title: job.id, text: job.id.slice(0, 8) }),
     el("td", { text: job.operation }),
-    el("td", {}, el("span", { class: "state state-" + job.state, text: job.state })),
+    el("td", {}, el("span", { class: "state state-" + job.state, text: job.state }), reviewBadge(job)),
     el("td", { text: took(job) }),
-    el("td", {}, last));
+    el("td", {}, last, confidenceText(job) ? el("span", { class: "hint", text: " " + confidenceText(job) }) : ""));
 }
 
 // Prometheus text exposition: metric{labels} value -> [{name, labels, value}]

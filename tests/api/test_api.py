@@ -260,6 +260,17 @@ def test_422_names_the_field(api) -> None:
     assert e.value.field == "webhook_events"
 
 
+@pytest.mark.parametrize("roi", ["1,2,3", "10,10,5,20", "a,b,c,d", "0,0,120%,50%", [1, 2, 3], "0 0 0 0"])
+def test_a_bad_roi_is_422_naming_it(api, roi) -> None:
+    c = api.client()
+    with pytest.raises(InvalidParameterError) as e:
+        c.submit(png_bytes(), "remove", {"roi": roi})
+    assert e.value.field == "params.roi" and e.value.status == 422, e.value.details
+    with pytest.raises(InvalidParameterError) as e:  # inside a face blur's background operation too
+        c.submit(png_bytes(), "faceblur", {"background": "remove", "background_params": {"roi": roi}})
+    assert e.value.status == 422 and "roi" in e.value.message
+
+
 def test_415_for_unknown_content(api) -> None:
     c = api.client()
     for data in (b"hello, world", b"%PDF-1.7\n" + b"x" * 100, b"\x00" * 64):

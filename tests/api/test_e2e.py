@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from maskq.errors import ConflictError
-from tests.api.conftest import png_bytes
+from tests.api.conftest import KEY_B, png_bytes
 from tests.worker.conftest import needs_model
 from worker.webhooks import verify
 
@@ -86,7 +86,31 @@ def test_submit_wait_download_with_signed_webhook(served, worker_for, receiver, 
     assert not verify(served.settings.webhook_secret, headers, body.replace(b"succeeded", b"failed"))
     event = json.loads(body)
     assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"]
+    # the payload is the job document: the mask's confidence and the review flag included
+    assert event["data"]["confidence"] == done["confidence"] and 0 <= done["confidence"] <= 1
+    assert event["data"]["review"] is done["review"] and isinstance(done["review"], bool)
     assert headers["webhook-id"] == f"msg_{job['id']}_succeeded"
+
+
+def test_review_listing_holds_exactly_the_flagged_jobs(api_factory, worker_for) -> None:
+    server = api_factory()  # a Redis database of its own: nothing else in this tenant's listings
+    worker_for(server, concurrency=1)
+    c = server.client()
+    flagged = c.submit(png_bytes(64, 48), "remove", {"review_below": 1.0})
+    clean = c.submit(png_bytes(64, 48), "remove", {"review_below": 0.0})
+    roi = c.submit(png_bytes(64, 48), "mask", {"roi": "0,0,50%,100%", "review_below": 0.0})
+    outside = c.submit(png_bytes(64, 48), "mask", {"roi": "100,0,200,48"})  # well formed, outside 64x48
+    done = {j["id"]: c.wait(j["id"], timeout=120) for j in (flagged, clean, roi, outside)}
+    assert done[flagged["id"]]["review"] is True and done[clean["id"]]["review"] is False
+    assert done[roi["id"]]["state"] == "succeeded" and done[roi["id"]]["confidence"] is not None
+    err = done[outside["id"]]["error"]
+    assert done[outside["id"]]["state"] == "failed" and err["code"] == "invalid_parameter" and "roi" in err["message"]
+    page = c.list(review=True)
+    assert [j["id"] for j in page["jobs"]] == [flagged["id"]] and page["next_cursor"] is None
+    assert page["jobs"][0]["review"] is True and page["jobs"][0]["result_url"]
+    others = {j["id"] for j in c.list(review=False)["jobs"]}
+    assert flagged["id"] not in others and clean["id"] in others
+    assert server.client(KEY_B).list(review=True)["jobs"] == []  # another tenant sees none of them
 
 
 def test_batch_and_bad_input_end_to_end(served, worker_for) -> None:

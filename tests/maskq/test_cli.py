@@ -112,3 +112,37 @@ def test_missing_model_exits_3(tmp_path: Path):
         timeout=120,
     )
     assert proc.returncode == 3 and "model_unavailable" in proc.stderr
+
+
+def test_report_has_one_row_per_input(photo_folder: Path, tmp_path: Path):
+    import json
+
+    out, report = tmp_path / "out", tmp_path / "reports" / "run.json"
+    proc = maskq("remove", str(photo_folder), "-o", str(out), "--report", str(report), "--review-below", "1.0",
+                 "--quiet")
+    assert proc.returncode == 1  # broken.jpg
+    doc = json.loads(report.read_text())
+    rows = {Path(r["input"]).name: r for r in doc["rows"]}
+    assert sorted(rows) == ["astronaut.jpg", "broken.jpg", "chelsea.jpg", "coffee.jpg"]
+    assert (doc["images"], doc["failed"], doc["review"]) == (4, 1, 3)
+    for name in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg"):
+        r = rows[name]
+        assert Path(r["output"]) == out / name.replace(".jpg", ".png") and Path(r["output"]).exists()
+        assert r["model"] == "general" and 0 <= r["confidence"] <= 1 and r["review"] is True and r["error"] is None
+        assert {"decode", "infer", "confidence", "encode"} <= set(r["timings"])
+    assert rows["broken.jpg"]["error"]["code"] == "invalid_image" and rows["broken.jpg"]["output"] is None
+    assert "3 of 4 results marked for review" in proc.stderr
+
+
+@pytest.mark.parametrize("roi", ["1,2,3", "10%,0,5%,100%", "x,0,10,10"])
+def test_bad_roi_exits_2_before_any_work(tmp_path: Path, roi: str):
+    proc = maskq("mask", str(SAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "x"), "--roi", roi)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("maskq: invalid_parameter: mask: roi: "), proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_roi_outside_the_image_fails_that_image(tmp_path: Path, pipeline):
+    # chelsea.jpg is 451x300: the rectangle is well formed, but holds none of its pixels
+    proc = maskq("mask", str(SAMPLES / "chelsea.jpg"), "-o", str(tmp_path / "o"), "--roi", "460,0,500,100")
+    assert proc.returncode == 1 and "invalid_parameter: roi: " in proc.stderr, proc.stderr

@@ -47,9 +47,11 @@ def test_hash_round_trip_keeps_every_field():
               input_keys=["acme/a1/input/0.png", "acme/a1/input/1.png"],
               started_at=1700000001.5, finished_at=1700000002.75, attempts=2, lost_attempts=1,
               result_keys=["acme/a1/result/0.png"],
-              items=[ItemOutcome(0, JobState.SUCCEEDED, "acme/a1/result/0.png", "image/png", 10, 20),
+              items=[ItemOutcome(0, JobState.SUCCEEDED, "acme/a1/result/0.png", "image/png", 10, 20,
+                                 confidence=0.42, review=True),
                      ItemOutcome(1, JobState.FAILED, error_code="invalid_image", error_message="truncated")],
-              timings={"infer": 0.1}, webhook_url="http://127.0.0.1:1/h", idempotency_key="k1")
+              timings={"infer": 0.1}, webhook_url="http://127.0.0.1:1/h", idempotency_key="k1",
+              confidence=0.42, review=True)
     h = job.to_hash()
     assert all(isinstance(v, str) for v in h.values())
     assert h["input_key"] == "acme/a1/input/0.png" and h["result_key"] == "acme/a1/result/0.png"
@@ -239,3 +241,33 @@ def test_no_second_message_for_a_replayed_or_clashing_create(job_store: JobStore
     with pytest.raises(InvalidParameterError):
         job_store.create("acme", "mask", {}, "k0", job_id=first.id, message=_Message)
     assert job_store.r.llen("test-queue") == 1
+
+
+def test_review_index_is_written_by_the_transition_that_marks_success(job_store: JobStore):
+    clock = iter([1000.0 + i for i in range(50)])
+    store = JobStore(job_store.r, ttl_seconds=3600, clock=lambda: next(clock))
+    made = [store.create("acme", "mask", {}, f"in{i}")[0] for i in range(7)]
+    other, _ = store.create("globex", "mask", {}, "x")
+    for i, job in enumerate(made):
+        store.mark_running(job.id)
+        t = store.mark_succeeded(job.id, [f"r{i}"], confidence=0.1 * i, review=i % 2 == 0, tenant="acme")
+        assert t.applied and t.job.review is (i % 2 == 0) and t.job.confidence == pytest.approx(0.1 * i)
+    store.mark_running(other.id)
+    store.mark_succeeded(other.id, ["r"], confidence=0.01, review=True, tenant="globex")
+    flagged = [j.id for j in made[::2]][::-1]  # newest first
+    seen, cursor = [], None
+    while True:
+        page, cursor = store.list_for_tenant("acme", limit=3, cursor=cursor, review=True)
+        seen += [j.id for j in page]
+        if cursor is None:
+            break
+    assert seen == flagged
+    assert all(j.review for j in store.list_for_tenant("acme", review=True)[0])
+    assert [j.id for j in store.list_for_tenant("globex", review=True)[0]] == [other.id]
+    # a refused transition (the job is finished already) adds nothing
+    assert not store.mark_succeeded(made[1].id, ["again"], review=True, tenant="acme").applied
+    assert made[1].id not in {j.id for j in store.list_for_tenant("acme", review=True)[0]}
+    # an expired record leaves the review listing too
+    store.r.delete(store.job_key(made[0].id))
+    assert made[0].id not in {j.id for j in store.list_for_tenant("acme", review=True)[0]}
+    assert store.r.ttl(store.review_key("acme")) > 0

@@ -91,7 +91,8 @@ def test_dashboard_has_the_panels_an_operator_needs():
     for metric in ("maskq_queue_backlog_jobs", "maskq_jobs_finished_total", "maskq_job_failures_total",
                    "maskq_job_stage_seconds_bucket", "maskq_inference_batch_size", "maskq_worker_busy_processes",
                    "maskq_http_requests_total", "maskq_http_request_duration_seconds_bucket",
-                   "maskq_http_rejections_total", "maskq_jobs_enqueued_total", "maskq_model_info"):
+                   "maskq_http_rejections_total", "maskq_jobs_enqueued_total", "maskq_model_info",
+                   "maskq_mask_confidence_bucket"):
         assert metric in text, f"no panel shows {metric}"
     assert "histogram_quantile(0.5," in text and "histogram_quantile(0.95," in text
 

@@ -76,7 +76,7 @@ def test_prefork_metrics_survive_a_killed_child_and_logs_follow_the_job(redis_ur
                       "maskq_job_stage_seconds": "histogram", "maskq_job_queue_wait_seconds": "histogram",
                       "maskq_task_seconds": "histogram", "maskq_inference_batch_size": "histogram",
                       "maskq_worker_busy_processes": "gauge", "maskq_worker_processes": "gauge",
-                      "maskq_model_info": "gauge"}.items():
+                      "maskq_model_info": "gauge", "maskq_mask_confidence": "histogram"}.items():
         assert name in families, f"{name} missing from the exposition"
         assert families[name].type == typ, (name, families[name].type)
     for fam in families.values():
@@ -93,6 +93,9 @@ def test_prefork_metrics_survive_a_killed_child_and_logs_follow_the_job(redis_ur
     assert stages == STAGES, stages
     assert total(text, "maskq_job_stage_seconds_count", stage="inference") == 5  # the bad image never got there
     assert total(text, "maskq_inference_batch_size_sum") == 6
+    # every segmented result's mask confidence, by model, each in [0, 1]
+    assert total(text, "maskq_mask_confidence_count", model="general") == 5
+    assert 0 <= total(text, "maskq_mask_confidence_sum", model="general") <= 5
     assert total(text, "maskq_worker_processes") == 2
     assert total(text, "maskq_worker_busy_processes") == 0
     info = [dict(ls) for (n, ls), v in samples(text).items() if n == "maskq_model_info" and v == 1]
@@ -131,6 +134,8 @@ def test_prefork_metrics_survive_a_killed_child_and_logs_follow_the_job(redis_ur
         assert m["tenant"] == "t1" and m["request_id"] == "req-0123", m
     last = mine[-1]
     assert last["outcome"] == "succeeded" and last["duration_seconds"] > 0
+    done = next(m for m in mine if m["message"] == "job succeeded")
+    assert 0 <= done["confidence"] <= 1 and isinstance(done["review"], bool), done
     # a message sent without a context still gets its tenant (from the record) on every line
     for jid, tenant in [(ids[1], "t1"), (bad, "t2")]:
         theirs = [entry for entry in lines if entry.get("job_id") == jid]

@@ -272,10 +272,12 @@ def test_too_large_and_invalid_parameter_are_readable(page, tmp_path) -> None:
 
 def test_jobs_view_lists_recent_jobs_health_and_backlog_on_a_phone(page) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     client = page.server.client()
-    job = client.wait(client.submit(PHOTOS[1], "remove")["id"], timeout=JOB_TIMEOUT)
-    assert job["state"] == "succeeded"
+    job = client.wait(client.submit(PHOTOS[1], "remove", {"review_below": 0.0})["id"], timeout=JOB_TIMEOUT)
+    flagged = client.wait(client.submit(PHOTOS[0], "remove", {"review_below": 1.0})["id"], timeout=JOB_TIMEOUT)
+    assert job["state"] == flagged["state"] == "succeeded" and flagged["review"] and not job["review"]
     # a phone's viewport (a headless window is at least 500 px wide; the emulation goes below)
     page.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                 {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
@@ -285,13 +287,24 @@ def test_jobs_view_lists_recent_jobs_health_and_backlog_on_a_phone(page) -> None
     by_id(page, "nav-jobs").click()
     row = wait_for(page, lambda d: d.find_elements(By.CSS_SELECTOR, f"#jobs-table tr[data-job='{job['id']}']"),
                    what="the job in the list")[0]
-    assert "remove" in row.text and "succeeded" in row.text
+    assert "remove" in row.text and "succeeded" in row.text and f"confidence {job['confidence']:.2f}" in row.text
+    assert "review" not in row.text
+    flagged_row = page.driver.find_element(By.CSS_SELECTOR, f"#jobs-table tr[data-job='{flagged['id']}']")
+    assert "review" in flagged_row.text
     health = wait_for(page, lambda d: "Queue cpu" in by_id(page, "health").text and by_id(page, "health"),
                       what="the health and backlog")
     assert "Ready" in health.text and "yes" in health.text and "taken by workers" in health.text, health.text
     assert page.driver.execute_script("return window.innerWidth") == 390
     assert page.driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
 
+    # the review filter: GET /v1/jobs?review=true
+    Select(by_id(page, "state-filter")).select_by_value("review")
+    wait_for(page, lambda d: not d.find_elements(By.CSS_SELECTOR, f"#jobs-table tr[data-job='{job['id']}']")
+             and d.find_elements(By.CSS_SELECTOR, f"#jobs-table tr[data-job='{flagged['id']}']"),
+             what="only the flagged job under 'needs review'")
+    Select(by_id(page, "state-filter")).select_by_value("")
+    row = wait_for(page, lambda d: d.find_elements(By.CSS_SELECTOR, f"#jobs-table tr[data-job='{job['id']}']"),
+                   what="the job in the list again")[0]
     row.find_element(By.CSS_SELECTOR, "button").click()
     wait_for(page, lambda d: d.execute_script(
         "const i = document.querySelector('#job-preview img.after'); return i && i.complete && i.naturalWidth > 0"),

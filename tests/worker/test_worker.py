@@ -91,6 +91,25 @@ def test_batch_job_records_each_image_on_its_own(svc):
     assert job.state is JobState.FAILED and job.error_code in INPUT_CODES and len(job.items) == 2
 
 
+def test_the_record_carries_each_masks_confidence_and_the_review_flag(svc):
+    c, _ = svc
+    flagged = c.submit(png_bytes(80, 60), "remove", {"review_below": 1.0})
+    clean = c.submit(png_bytes(80, 60), "remove", {"review_below": 0.0})
+    faces = c.submit(png_bytes(80, 60), "faceblur", {})  # no matte: no confidence
+    batch = c.submit([png_bytes(40, 40, 1), b"broken", png_bytes(50, 30, 3)], "mask", {"review_below": 1.0})
+    jobs = c.wait([flagged, clean, faces, batch], timeout=90)
+    assert all(j.state is JobState.SUCCEEDED for j in jobs.values()), {k: j.error_message for k, j in jobs.items()}
+    doc = jobs[flagged].to_public()  # the job document (API bodies and webhook payloads)
+    assert 0.0 <= doc["confidence"] <= 1.0 and doc["review"] is True
+    assert jobs[clean].review is False and jobs[clean].confidence == doc["confidence"]  # same image, same mask
+    assert jobs[faces].to_public()["confidence"] is None and jobs[faces].review is None
+    items = jobs[batch].to_public()["items"]
+    assert [i.get("review") for i in items] == [True, None, True]
+    assert jobs[batch].confidence == min(items[0]["confidence"], items[2]["confidence"])
+    listed = {j.id for j in c.jobs.list_for_tenant("t1", review=True)[0]}
+    assert {flagged, batch} <= listed and not {clean, faces} & listed
+
+
 def test_bad_parameters_fail_the_job_not_the_worker(svc):
     c, w = svc
     ids = [c.submit(png_bytes(), "mask", {"threshold": 7}), c.submit(png_bytes(), "no-such-op"),

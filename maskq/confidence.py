@@ -1,0 +1,111 @@
+"""How much to trust a mask: a confidence in [0, 1] from the network's own foreground probability.
+
+A shop that sends 5,000 photos cannot look at 5,000 cut-outs; it can look at the few the service
+doubts. The confidence is computed at the network's resolution (256-320 px squared, whatever the
+photo's size: well under a millisecond; with a ``roi``, on the roi's part of it), from candidate
+signals of what a failed mask looks like:
+
+* ``band``: uncertain pixels (probability between 0.1 and 0.9) per pixel of the object's outline,
+  i.e. the mean width of the unsure rim in network pixels. A clean mask has a rim of 1-3 px; a
+  network that does not know where the object is has wide grey regions.
+* ``border``: the share of the frame (the outer ring of pixels) that is object. Products and pets
+  usually sit inside the frame; a mask that runs into the edges is often background taken for object.
+* ``scatter``: the share of the object that lies outside its largest connected part (speckles,
+  a second object, pieces of background).
+* ``area_extreme``: ``|logit(area)|``: an object of 0.5 % or 99 % of the frame is implausible.
+* ``margin``: the mean decisiveness ``|2p - 1|`` of every pixel.
+* ``compact``: outline length squared over 4 pi area (1 for a disc): a ragged or torn outline.
+* and a few more (``area``, ``uncertain``, ``parts``, ``small``) that the fit may pick or not.
+
+The fit picked three of them (``COEFFICIENTS``: ``uncertain``, ``border``, ``compact``), combined
+by a logistic function fitted on held-out training photos, never on the sets the bench reports on;
+the value reads as the estimated probability that the mask's Dice against a true mask is at least
+0.8. A mask with no object pixel at all is 0. Refit with ``python bench/confidence.py --fit`` after
+the model changes, and paste what it prints here and into ``defaults.REVIEW_BELOW`` (and the
+README's settings table).
+
+What it cannot see: a mask that is confidently wrong (a clean, sure outline around the wrong
+object) looks like a good one from the probabilities alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+LOW, HIGH = 0.1, 0.9  # a probability between these is "uncertain"
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+# --- the combination ---------------------------------------------------------------------------------
+# confidence = sigmoid(INTERCEPT + sum(COEFFICIENTS[s] * signal[s])), an estimate of P(Dice >= 0.8).
+# Fitted by `python bench/confidence.py --fit` (logistic regression, L2 1e-3 on standardised signals,
+# signals picked by greedy forward selection on 5-fold cross-validated ROC AUC, each coefficient with
+# the sign its signal has alone) on the training hold-out of the general model: 500 DUTS-TR photos and
+# 150 Oxford-IIIT Pet trainval photos named by training.saliency_data.val_names (never trained on;
+# ECSSD and the pets test split, which the bench reports on, are never used here).
+# Raw-unit coefficients, as the fit prints them. Its output on 2026-12-04 with the early general
+# checkpoint (models/general.onnx sha1 b69541854e12; 650 hold-out photos, mean Dice 0.686, 398 of them
+# with Dice < 0.8):
+#   alone, AUC for Dice < 0.8: uncertain 0.857, margin 0.851 (reversed), compact 0.758, border 0.751,
+#   band 0.711, scatter 0.577, small 0.650 (reversed), parts 0.527, area_extreme 0.524;
+#   picked: uncertain (CV AUC 0.854), + border (0.861), + compact (0.871); + area_extreme would add
+#   < 0.005 (not taken). Without the sign rule the fit took uncertain, band, area_extreme (0.878) with a
+#   band coefficient of the wrong sign: a blurred outline raised the confidence.
+# Reading: uncertain pixels, an object running into the frame and a ragged outline each lower it.
+INTERCEPT = 4.293
+COEFFICIENTS: dict[str, float] = {"uncertain": -7.895, "border": -4.765, "compact": -0.3191}
+FIT_NOTE = "fitted on the general model's hold-out (early checkpoint b69541854e12)"
+
+
+def signals(foreground: np.ndarray) -> dict[str, float]:
+    """The signals of one (h, w) foreground probability map, each a plain float."""
+    p = np.asarray(foreground, dtype=np.float32)
+    h, w = p.shape
+    n = float(h * w)
+    fg = (p > 0.5).astype(np.uint8)
+    count = int(cv2.countNonZero(fg))
+    area = count / n
+    uncertain = int(np.count_nonzero((p > LOW) & (p < HIGH)))
+    outline = count - int(cv2.countNonZero(cv2.erode(fg, _CROSS, borderType=cv2.BORDER_REPLICATE)))
+    frame = np.concatenate([fg[0], fg[-1], fg[1:-1, 0], fg[1:-1, -1]])
+    if count:
+        n_labels, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        sizes = stats[1:, cv2.CC_STAT_AREA]
+        largest = int(sizes.max())
+        parts = int(np.count_nonzero(sizes >= max(4, 0.01 * count)))
+    else:
+        largest, parts = 0, 0
+    a = min(max(area, 1e-4), 1 - 1e-4)
+    return {
+        "area": area,
+        "band": uncertain / max(outline, 1),
+        "uncertain": uncertain / n,
+        "border": float(frame.mean()) if frame.size else 0.0,
+        "scatter": 1.0 - largest / count if count else 1.0,
+        "parts": float(parts),
+        "area_extreme": abs(math.log(a / (1 - a))),
+        "small": -math.log(a),
+        "margin": float(np.abs(2.0 * p - 1.0).mean()),
+        "compact": outline * outline / (4 * math.pi * count) if count else 0.0,
+    }
+
+
+def combine(values: dict[str, float], intercept: float | None = None,
+            coefficients: dict[str, float] | None = None) -> float:
+    """The logistic combination of ``signals``' values, in [0, 1]."""
+    b = INTERCEPT if intercept is None else intercept
+    coefs = COEFFICIENTS if coefficients is None else coefficients
+    z = b + sum(c * values[name] for name, c in coefs.items())
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+def mask_confidence(foreground: np.ndarray) -> float:
+    """The confidence of one (h, w) foreground probability map, rounded to 3 decimals. A map with no
+    pixel above 0.5 found nothing: 0, whatever the fit says (a rule, not a fitted value: an empty
+    cut-out is never one to publish unseen, and the hold-out has too few of them to learn it)."""
+    values = signals(foreground)
+    if values["area"] == 0.0:
+        return 0.0
+    return round(combine(values), 3)
