@@ -18,4 +18,4 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # the training logs travel with the model: runs/ is not committed and a recycled machine loses it
 for log in "$@"; do cp "$log" "models/general-training-log-$(basename "$(dirname "$log")").csv"; done
 "$PY" -m training.plots --logs models/general-training-log-*.csv --model models/general.onnx --out models
-"$PY" bench/models_compare.py --json models/general-vs-u2netp.json | tee models/general-vs-u2netp.txt
+"$PY" bench/models_compare.py ${BENCH_LIMIT:+--limit "$BENCH_LIMIT"} --json models/general-vs-u2netp.json | tee models/general-vs-u2netp.txt
