@@ -17,7 +17,7 @@ signals of what a failed mask looks like:
 * ``compact``: outline length squared over 4 pi area (1 for a disc): a ragged or torn outline.
 * and a few more (``area``, ``uncertain``, ``parts``, ``small``) that the fit may pick or not.
 
-The fit picked three of them (``COEFFICIENTS``: ``uncertain``, ``border``, ``compact``), combined
+The fit picked three of them (``COEFFICIENTS``: ``band``, ``small``, ``margin``), combined
 by a logistic function fitted on held-out training photos, never on the sets the bench reports on;
 the value reads as the estimated probability that the mask's Dice against a true mask is at least
 0.8. A mask with no object pixel at all is 0. Refit with ``python bench/confidence.py --fit`` after
@@ -45,18 +45,17 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # the sign its signal has alone) on the training hold-out of the general model: 500 DUTS-TR photos and
 # 150 Oxford-IIIT Pet trainval photos named by training.saliency_data.val_names (never trained on;
 # ECSSD and the pets test split, which the bench reports on, are never used here).
-# Raw-unit coefficients, as the fit prints them. Its output on 2026-12-04 with the early general
-# checkpoint (models/general.onnx sha1 b69541854e12; 650 hold-out photos, mean Dice 0.686, 398 of them
-# with Dice < 0.8):
-#   alone, AUC for Dice < 0.8: uncertain 0.857, margin 0.851 (reversed), compact 0.758, border 0.751,
-#   band 0.711, scatter 0.577, small 0.650 (reversed), parts 0.527, area_extreme 0.524;
-#   picked: uncertain (CV AUC 0.854), + border (0.861), + compact (0.871); + area_extreme would add
-#   < 0.005 (not taken). Without the sign rule the fit took uncertain, band, area_extreme (0.878) with a
-#   band coefficient of the wrong sign: a blurred outline raised the confidence.
-# Reading: uncertain pixels, an object running into the frame and a ragged outline each lower it.
-INTERCEPT = 4.293
-COEFFICIENTS: dict[str, float] = {"uncertain": -7.895, "border": -4.765, "compact": -0.3191}
-FIT_NOTE = "fitted on the general model's hold-out (early checkpoint b69541854e12)"
+# Raw-unit coefficients, as the fit prints them. Its output on 2026-12-04 with the shipped general
+# model (models/general.onnx sha1 5e39e8ccea5e; 650 hold-out photos, mean Dice 0.914, 68 of them with
+# Dice < 0.8; `python bench/confidence.py --fit --duts DUTS --meta CACHE/meta.json`):
+#   alone, AUC for Dice < 0.8: band 0.852, uncertain 0.837, margin 0.833 (reversed), compact 0.727,
+#   scatter 0.722, parts 0.676, border 0.624, area_extreme 0.539, small 0.535, area 0.535 (reversed);
+#   picked: band (CV AUC 0.849), + small (0.874), + margin (0.886); + parts would add < 0.005.
+# Reading: a wide unsure rim and a tiny object lower it; decisive pixels everywhere raise it.
+# (An earlier fit on an early checkpoint picked uncertain, border and compact: refit after retraining.)
+INTERCEPT = -16.57
+COEFFICIENTS: dict[str, float] = {"band": -0.1037, "small": -1.365, "margin": 22.97}
+FIT_NOTE = "fitted on the general model's hold-out (models/general.onnx sha1 5e39e8ccea5e)"
 
 
 def signals(foreground: np.ndarray) -> dict[str, float]:
