@@ -129,6 +129,7 @@ def test_training_steps_resume_and_export(imagenet, tiny_sets, pets, tmp_path):
     assert info["max_abs_diff_vs_keras"] < PARITY_TOLERANCE
     session = ort.InferenceSession(str(tmp_path / "general.onnx"), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.name == "image" and inp.shape[1:] == [320, 320, 3]
-    out = session.run(None, {"image": np.zeros((2, 320, 320, 3), np.float32)})[0]
-    assert out.shape == (2, 320, 320, 1)
+    size = MODELS["general"].input_size
+    assert inp.name == "image" and inp.shape[1:] == [size, size, 3]
+    out = session.run(None, {"image": np.zeros((2, size, size, 3), np.float32)})[0]
+    assert out.shape == (2, size, size, 1)
