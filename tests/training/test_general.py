@@ -133,3 +133,23 @@ def test_training_steps_resume_and_export(imagenet, tiny_sets, pets, tmp_path):
     assert inp.name == "image" and inp.shape[1:] == [size, size, 3]
     out = session.run(None, {"image": np.zeros((2, size, size, 3), np.float32)})[0]
     assert out.shape == (2, size, size, 1)
+
+
+def test_serving_network_keeps_each_batch_norms_epsilon(tmp_path):
+    """A checkpoint whose batch norms use another epsilon than a fresh build (stage 2 trained with
+    Keras' 1e-3 in the encoder) must come out of inference_model as the same network."""
+    import keras
+
+    from training.general_model import build_general_unet, inference_model
+
+    model = build_general_unet(64, pretrained=False, with_side_outputs=True)
+    rng = np.random.default_rng(0)
+    for layer in model.get_layer("encoder").layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.epsilon = 1e-3
+            layer.moving_variance.assign(rng.uniform(1e-4, 1e-2, layer.moving_variance.shape).astype("float32"))
+    model.save(tmp_path / "ckpt.keras")
+    served = inference_model(keras.models.load_model(tmp_path / "ckpt.keras", compile=False), 64)
+    x = rng.random((2, 64, 64, 3), dtype=np.float32)
+    expected = model.predict(x, verbose=0)[0]
+    assert np.abs(served.predict(x, verbose=0) - expected).max() < 1e-5
