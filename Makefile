@@ -38,7 +38,7 @@ install-system:
 	  else echo "missing$$missing (not root): the tests that need them fall back or skip"; fi; fi
 
 demo: install-local
-	$(PY) -m maskq.demo --out $(DEMO_OUT)
+	$(PY) -m maskq.local.demo --out $(DEMO_OUT)
 
 test: install-dev install-system
 	$(PY) -m pytest $(PYTEST_ARGS)

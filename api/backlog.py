@@ -1,5 +1,5 @@
 """The 429 guard: the backlog (queued + running) of the API's queue, read with
-:func:`maskq.backlog.read_backlog` (the same reading as the ``maskq_queue_backlog_jobs`` gauge) at
+:func:`maskq.service.backlog.read_backlog` (the same reading as the ``maskq_queue_backlog_jobs`` gauge) at
 most every ``cache_seconds``, so that 200 requests/s cost one Redis read a second, not 200."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from maskq import defaults
-from maskq.backlog import read_backlog
 from maskq.errors import StorageUnavailableError
+from maskq.service.backlog import read_backlog
 
 
 class BacklogGuard:

@@ -7,7 +7,7 @@ one process, as in tests, never collide):
 * ``maskq_jobs_enqueued_total{operation}`` — jobs sent to the queue (idempotent replays excluded);
 * ``maskq_http_rejections_total{reason}`` — ``413``, ``415``, ``422``, ``429`` answers;
 * ``maskq_queue_backlog_jobs{queue}`` — queued + running jobs per queue, read from Redis at scrape
-  time by :class:`maskq.backlog.BacklogCollector` (with its ``_waiting``/``_reserved`` parts and
+  time by :class:`maskq.service.backlog.BacklogCollector` (with its ``_waiting``/``_reserved`` parts and
   ``maskq_backlog_redis_up``): the signal the KEDA ScaledObjects in deploy/ scale on. ``max`` over
   API replicas in PromQL, since every replica exports the same number.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from maskq import logging as mlog
-from maskq.backlog import BacklogCollector
+from maskq.service.backlog import BacklogCollector
 
 log = logging.getLogger("maskq.api")
 access_log = logging.getLogger("maskq.api.access")

@@ -15,11 +15,11 @@ from api.auth import KeyRing
 from api.backlog import BacklogGuard
 from api.metrics import ApiMetrics
 from maskq import defaults
-from maskq.backlog import BacklogCollector
 from maskq.errors import InvalidParameterError, NotFoundError
-from maskq.jobs import Job, JobStore, new_job_id
+from maskq.service.backlog import BacklogCollector
+from maskq.service.records import Job, JobStore, new_job_id
+from maskq.service.storage import Storage
 from maskq.settings import Settings
-from maskq.storage import Storage
 from worker.publish import TaskMessage, task_message
 
 PROCESS_TASK = "maskq.process_job"  # worker.app.PROCESS_TASK: sent by name

@@ -3,7 +3,7 @@
     python bench/api_enqueue.py                      # 200 requests/s for 10 s (2,000 requests)
     python bench/api_enqueue.py --rate 100 --count 500 --json out.json
 
-Starts its own real Redis and S3 (``maskq.embedded``, loopback) and ``uvicorn api.main:app`` (one
+Starts its own real Redis and S3 (``maskq.local.embedded``, loopback) and ``uvicorn api.main:app`` (one
 process, as one pod runs it; ``--api-workers N`` for more), with the backlog limit raised so that no
 request is refused (no worker runs: jobs stay queued). The load generator is open-loop and bounded:
 request ``i`` is due at ``t0 + i / rate`` whatever happened before, over a fixed pool of keep-alive
@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from maskq.client import _multipart  # noqa: E402
-from maskq.embedded import RedisServer, S3Server, free_port  # noqa: E402
+from maskq.local.client import _multipart  # noqa: E402
+from maskq.local.embedded import RedisServer, S3Server, free_port  # noqa: E402
 
 KEY = "bench-key-0123456789"
 

@@ -4,7 +4,7 @@
 
 1. Raw: the pipeline in this process (model loaded once, ONNX Runtime on every core), one image
    after another, bytes in -> bytes out: the ceiling.
-2. Worker: embedded redis-server and `weed mini` (maskq.embedded), a `celery -A worker.app worker`
+2. Worker: embedded redis-server and `weed mini` (maskq.local.embedded), a `celery -A worker.app worker`
    with N prefork processes (each with cores/N ONNX threads). Inputs are stored in S3 and records
    written first (that is the API's work); the clock runs from the first task sent to the last job
    recorded as finished, so it covers the broker, the S3 read, the pipeline, the S3 write and the
@@ -32,10 +32,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from maskq.embedded import RedisServer, S3Server  # noqa: E402
-from maskq.jobs import JobStore, new_job_id  # noqa: E402
+from maskq.local.embedded import RedisServer, S3Server  # noqa: E402
+from maskq.service.records import JobStore, new_job_id  # noqa: E402
+from maskq.service.storage import Storage  # noqa: E402
 from maskq.settings import load_settings  # noqa: E402
-from maskq.storage import Storage  # noqa: E402
 
 ACCESS, SECRET = "bench", "bench-secret-0123456789"
 

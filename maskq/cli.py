@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from maskq import __version__
-from maskq import up as up_cli
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
+from maskq.local import up as up_cli
 from maskq.ops import OPERATIONS
 from maskq.params import OperationParams, matte_model, matte_options, parse_params
 

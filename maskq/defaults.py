@@ -127,7 +127,7 @@ LOCAL_WEBHOOK_SECRET = "whsec_bWFza3EtbG9jYWwtd2ViaG9vay1zZWNyZXQ="
 LOG_FORMAT = "json"
 # INFO shows one line per job start and end; DEBUG adds per-stage detail.
 LOG_LEVEL = "INFO"
-# The standalone backlog exporter (`python -m maskq.backlog`) listens here: next to the worker's 9464.
+# The standalone backlog exporter (`python -m maskq.service.backlog`) listens here: next to the worker's 9464.
 BACKLOG_EXPORTER_PORT = 9465
 # Queues whose backlog is exported: the two image pools KEDA scales (webhooks never need scaling).
 BACKLOG_QUEUES = ("cpu", "gpu")

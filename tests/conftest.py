@@ -1,5 +1,5 @@
 """Shared fixtures: the real servers (Redis, S3) the whole suite uses, started once per session by
-:mod:`maskq.embedded` (the same code as `maskq up` and the demo), and clean state per test.
+:mod:`maskq.local.embedded` (the same code as `maskq up` and the demo), and clean state per test.
 
 * ``redis_server`` / ``s3_server``: session-scoped, started on first use only (a test module that
   needs neither pays nothing).
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from maskq.embedded import RedisServer, S3Server
+from maskq.local.embedded import RedisServer, S3Server
 from maskq.settings import Settings, load_settings
 
 S3_ACCESS_KEY = "maskq-test"
@@ -86,7 +86,7 @@ def settings(redis_url: str, s3_server: S3Server) -> Settings:
 
 @pytest.fixture
 def job_store(settings: Settings):
-    from maskq.jobs import JobStore
+    from maskq.service.records import JobStore
 
     store = JobStore.from_url(settings.redis_url, ttl_seconds=settings.job_ttl_seconds)
     yield store
@@ -95,7 +95,7 @@ def job_store(settings: Settings):
 
 @pytest.fixture
 def storage(settings: Settings):
-    from maskq.storage import Storage
+    from maskq.service.storage import Storage
 
     st = Storage.from_settings(settings)
     st.ensure_buckets()

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from maskq.jobs import Job
+    from maskq.service.records import Job
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from maskq.jobs import JobStore
+from maskq.service.records import JobStore
+from maskq.service.storage import Storage
 from maskq.settings import Settings, get_settings
-from maskq.storage import Storage
 from worker.batcher import Batcher
 
 if TYPE_CHECKING:

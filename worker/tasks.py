@@ -18,7 +18,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 
 from maskq.errors import InternalError, InvalidParameterError, MaskqError, NotFoundError, StorageUnavailableError
-from maskq.jobs import ItemOutcome, Job, JobState, Transition
+from maskq.service.records import ItemOutcome, Job, JobState, Transition
 from maskq.settings import get_settings
 from worker import metrics, runtime, webhooks
 from worker.app import PROCESS_TASK, WEBHOOK_TASK, app

@@ -13,9 +13,9 @@ from api.limits import backlog_error, check_sniffed
 from api.schemas import WEBHOOK_EVENTS, ErrorBody
 from api.services import Services, check_webhook_url
 from maskq.errors import ImageTooLargeError, InvalidParameterError, NotFoundError, UnsupportedFormatError
-from maskq.jobs import Job
 from maskq.params import parse_params, with_default_model
-from maskq.storage import translated
+from maskq.service.records import Job
+from maskq.service.storage import translated
 
 _ERROR_TEXT = {
     400: "malformed request", 401: "missing or unknown API key", 404: "not found (or another tenant's)",

@@ -31,9 +31,9 @@ from api.services import Services
 from maskq import defaults
 from maskq import logging as mlog
 from maskq.errors import ConflictError, InvalidParameterError, NotFoundError, UnsupportedFormatError
-from maskq.jobs import Job, JobState
 from maskq.params import PARAMS_MODELS
-from maskq.storage import translated
+from maskq.service.records import Job, JobState
+from maskq.service.storage import translated
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

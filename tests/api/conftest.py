@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from maskq import defaults
-from maskq.client import Client
-from maskq.embedded import free_port
+from maskq.local.client import Client
+from maskq.local.embedded import free_port
 from maskq.settings import Settings
 from tests.conftest import _db_numbers, settings_env, settings_for
 from tests.imagecheck import png_bytes  # noqa: F401 - the API tests import it from here

@@ -12,7 +12,6 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from maskq.client import Client
 from maskq.errors import (
     BacklogFullError,
     ConflictError,
@@ -23,7 +22,8 @@ from maskq.errors import (
     UnauthorizedError,
     UnsupportedFormatError,
 )
-from maskq.jobs import JobStore
+from maskq.local.client import Client
+from maskq.service.records import JobStore
 from tests.api.conftest import KEY_A, KEY_B, TENANT_A, png_bytes
 
 
@@ -78,7 +78,7 @@ def test_create_multipart_then_get(api) -> None:
 
 def test_create_answers_202_with_location_and_request_id(api) -> None:
     c = api.client()
-    body, ctype = __import__("maskq.client", fromlist=["_multipart"])._multipart(
+    body, ctype = __import__("maskq.local.client", fromlist=["_multipart"])._multipart(
         {"operation": "mask"}, [("image", "a.png", png_bytes())])
     status, headers, doc = raw(api, "POST", "/v1/jobs", body, {**auth(), "Content-Type": ctype,
                                                                "X-Request-ID": "req-test-42"})
@@ -417,8 +417,8 @@ def test_idempotency_holds_under_concurrent_retries(api) -> None:
 
 
 def test_redis_down_is_503_and_not_ready(api_factory) -> None:
-    from maskq.embedded import free_port
     from maskq.errors import StorageUnavailableError
+    from maskq.local.embedded import free_port
 
     dead = api_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     status, _, doc = raw(dead, "GET", "/readyz")

@@ -11,8 +11,8 @@ from importlib import resources
 import pytest
 
 from api.routes.ui import CSP
-from maskq.jobs import JobStore
-from maskq.storage import Storage
+from maskq.service.records import JobStore
+from maskq.service.storage import Storage
 from tests.api.conftest import KEY_A, KEY_B, TENANT_A, png_bytes
 from tests.api.test_api import auth, raw
 

@@ -12,8 +12,8 @@ import pytest
 from api.errors import validation_error
 from api.services import check_webhook_url
 from maskq import defaults
-from maskq.client import error_from
 from maskq.errors import BacklogFullError, InvalidParameterError, NotFoundError
+from maskq.local.client import error_from
 
 _IMPORTS = ("import sys, json, api.main; "
             "print(json.dumps(sorted(m for m in ('onnxruntime', 'tensorflow', 'cv2', 'fastapi') if m in sys.modules)))")
@@ -90,7 +90,7 @@ def test_backlog_guard_caches_and_counts_what_it_sent(redis_url) -> None:
 
 
 def test_cancel_queued_is_refused_once_running_and_events_round_trip(job_store) -> None:
-    from maskq.jobs import Job, JobState
+    from maskq.service.records import Job, JobState
 
     job, _ = job_store.create("t", "mask", {}, ["t/a/input/0.png"], webhook_url="http://h/x",
                               webhook_events=["job.canceled"])

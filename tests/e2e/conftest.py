@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from maskq import defaults
-from maskq.embedded import free_port
+from maskq.local.embedded import free_port
 from maskq.models import DEFAULT_MODEL, MODELS
 
 REPO = defaults.REPO_ROOT

@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image
 
-from maskq.demo import DEMO_JOBS
+from maskq.local.demo import DEMO_JOBS
 from tests.e2e.conftest import REPO, descendants, needs_stack, still_alive
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @needs_stack
 def test_demo_runs_every_operation_through_the_api_and_leaves_its_outputs(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.Popen([sys.executable, "-m", "maskq.demo", "--out", str(out)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "maskq.local.demo", "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[int, int] = {}
     deadline = time.monotonic() + 300

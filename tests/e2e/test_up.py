@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from maskq.embedded import port_is_free
+from maskq.local.embedded import port_is_free
 from tests.e2e.conftest import REPO, descendants, needs_stack, still_alive
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_a_taken_port_is_refused_by_number_and_nothing_starts(start_up):
 
 
 def test_keys_come_from_the_environment_or_a_local_key_kept_in_the_state_dir(tmp_path, monkeypatch):
-    from maskq.up import Stack, local_api_key
+    from maskq.local.up import Stack, local_api_key
 
     key = local_api_key(tmp_path)
     assert key.startswith("mq_local_") and len(key) >= 40
@@ -49,7 +49,7 @@ def test_keys_come_from_the_environment_or_a_local_key_kept_in_the_state_dir(tmp
 
 @needs_stack
 def test_up_serves_a_job_and_ctrl_c_leaves_no_process_and_no_port(start_up):
-    from maskq.client import Client
+    from maskq.local.client import Client
 
     up = start_up().wait_up()
     tree = descendants(up.proc.pid)

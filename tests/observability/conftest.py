@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from maskq import defaults
-from maskq.embedded import free_port
+from maskq.local.embedded import free_port
 from tests.worker.conftest import client, start_worker  # noqa: F401 - fixtures re-exported
 
 REPO = defaults.REPO_ROOT

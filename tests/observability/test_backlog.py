@@ -1,6 +1,6 @@
 """The backlog collector against a real Redis and real Celery messages: queued (the lists, every
 priority) plus taken-but-unacked, per queue; Redis down gives maskq_backlog_redis_up 0 and no
-backlog series; the standalone exporter (`python -m maskq.backlog`) serves the same."""
+backlog series; the standalone exporter (`python -m maskq.service.backlog`) serves the same."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 
 import redis
 
-from maskq.backlog import PRIORITY_SEP, UNACKED_KEY, BacklogCollector, read_backlog
-from maskq.embedded import free_port
+from maskq.local.embedded import free_port
+from maskq.service.backlog import PRIORITY_SEP, UNACKED_KEY, BacklogCollector, read_backlog
 from tests.observability.conftest import REPO, samples, scrape, total
 
 
@@ -71,7 +71,7 @@ def test_the_standalone_exporter_serves_the_backlog(redis_url, tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "MASKQ_REDIS_URL": redis_url, "MASKQ_LOG_FORMAT": "json"}
     log = open(tmp_path / "exporter.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "maskq.backlog", "--port", str(port), "--host", "127.0.0.1"],
+    proc = subprocess.Popen([sys.executable, "-m", "maskq.service.backlog", "--port", str(port), "--host", "127.0.0.1"],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from maskq.embedded import free_port
+from maskq.local.embedded import free_port
 from tests.conftest import settings_env
 from tests.observability.conftest import REPO, RULES, needs_prometheus
 from tests.worker.conftest import make_client, needs_model, png_bytes
@@ -92,7 +92,8 @@ def test_prometheus_sees_backlog_throughput_and_failures(redis_url, s3_server, s
                     api_keys=f"{API_KEY}:t1", log_format="json")
     env = {**os.environ, **settings_env(c.settings), "PYTHONPATH": str(REPO)}
 
-    exporter = subprocess.Popen([sys.executable, "-m", "maskq.backlog", "--port", str(eport), "--host", "127.0.0.1"],
+    exporter = subprocess.Popen([sys.executable, "-m", "maskq.service.backlog", "--port", str(eport),
+                                 "--host", "127.0.0.1"],
                                 cwd=REPO, env=env, stdout=open(tmp_path / "exporter.log", "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
     api = Api(env, tmp_path / "api.log") if HAVE_API else None

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from maskq import logging as mlog
-from maskq.embedded import free_port
-from maskq.jobs import JobState
+from maskq.local.embedded import free_port
+from maskq.service.records import JobState
 from tests.observability.conftest import samples, scrape, total
 from tests.worker.conftest import make_client, needs_model, png_bytes
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from maskq import defaults
-from maskq.jobs import Job, JobStore
 from maskq.models import DEFAULT_MODEL, MODELS
+from maskq.service.records import Job, JobStore
+from maskq.service.storage import Storage
 from maskq.settings import Settings
-from maskq.storage import Storage
 from tests.conftest import settings_env, settings_for
 from tests.imagecheck import png_bytes  # noqa: F401 - the worker tests import it from here
 
@@ -169,7 +169,7 @@ class Client:
     def submit(self, data: bytes | list[bytes], operation: str = "mask", params: dict | None = None, *,
                tenant: str = "t1", extension: str = "png", webhook_url: str | None = None,
                input_keys: list[str] | None = None, job_id: str | None = None) -> str:
-        from maskq.jobs import new_job_id
+        from maskq.service.records import new_job_id
         from worker.app import enqueue_job
 
         job_id = job_id or new_job_id()

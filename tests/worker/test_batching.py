@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maskq.jobs import JobState
+from maskq.service.records import JobState
 from tests.worker.conftest import make_client, needs_model, png_bytes
 
 pytestmark = [needs_model, pytest.mark.slow]
@@ -38,7 +38,7 @@ def test_batches_really_gather_images_of_several_jobs(redis_url, s3_server, star
     import time
     import urllib.request
 
-    from maskq.embedded import free_port
+    from maskq.local.embedded import free_port
 
     port = free_port()
     c = make_client(redis_url, s3_server, worker_queue="gpu", worker_batching=True, batch_wait_ms=200,

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from maskq.embedded import RedisServer, S3Server
-from maskq.jobs import JobState
+from maskq.local.embedded import RedisServer, S3Server
+from maskq.service.records import JobState
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.worker.conftest import make_client, needs_model, png_bytes
 
@@ -83,7 +83,7 @@ def test_s3_outage_retries_then_storage_unavailable_and_recovers(redis_url, tmp_
         # inputs are stored, then S3 goes away before the workers read them
         pending = []
         for _ in range(3):
-            from maskq.jobs import new_job_id
+            from maskq.service.records import new_job_id
 
             jid = new_job_id()
             pending.append((jid, c.put_inputs(jid, [png_bytes()])))
@@ -122,7 +122,7 @@ def test_s3_back_within_the_retry_budget_the_job_succeeds(redis_url, tmp_path, s
     try:
         c = make_client(redis_url, s3, task_max_retries=8, retry_backoff_seconds=1, retry_backoff_max_seconds=3)
         start_worker(c.settings)
-        from maskq.jobs import new_job_id
+        from maskq.service.records import new_job_id
 
         jid = new_job_id()
         keys = c.put_inputs(jid, [png_bytes()])

@@ -129,7 +129,7 @@ def test_import_boundaries():
     from maskq.defaults import REPO_ROOT
 
     code = (
-        "import sys, worker.app, maskq.jobs, maskq.storage, maskq.embedded\n"
+        "import sys, worker.app, maskq.service.records, maskq.service.storage, maskq.local.embedded\n"
         "bad = [m for m in ('onnxruntime', 'fastapi', 'tensorflow', 'cv2') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

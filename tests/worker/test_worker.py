@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskq.jobs import JobState
+from maskq.service.records import JobState
 from tests.worker.conftest import Client, WorkerProcess, make_client, needs_model, png_bytes
 from worker import webhooks
 

@@ -1,6 +1,6 @@
 """A small synchronous client for maskq's HTTP API (standard library only: no extra dependency).
 
-    from maskq.client import Client
+    from maskq.local.client import Client
     c = Client("http://127.0.0.1:8000", api_key="...")
     job = c.submit("photo.jpg", "remove", {"format": "png"})   # path, bytes or a binary file
     job = c.wait(job["id"], timeout=60)                         # polls with backoff until it ends

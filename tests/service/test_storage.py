@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from maskq.embedded import S3Server, free_port, port_is_free
 from maskq.errors import ConfigurationError, InvalidParameterError, NotFoundError, StorageUnavailableError
+from maskq.local.embedded import S3Server, free_port, port_is_free
+from maskq.service.storage import Storage, object_key
 from maskq.settings import load_settings
-from maskq.storage import Storage, object_key
 
 
 def test_object_keys_are_scoped_and_safe():

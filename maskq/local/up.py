@@ -1,6 +1,6 @@
 """``maskq up``: the whole service on this machine, in the foreground, until Ctrl-C.
 
-Starts, as child processes it owns, Redis and an S3 server (:mod:`maskq.embedded`, the same code
+Starts, as child processes it owns, Redis and an S3 server (:mod:`maskq.local.embedded`, the same code
 the tests use), a Celery worker (``cpu`` and ``webhooks`` queues) and the API (uvicorn), all bound
 to 127.0.0.1; waits until each answers; prints the web page's URL first (``/ui``, served by the API),
 then the API's, a key and a curl example. Ctrl-C or SIGTERM stops them in reverse order (the worker
@@ -35,8 +35,16 @@ import urllib.request
 from pathlib import Path
 
 from maskq import defaults
-from maskq.embedded import LOOPBACK, STOP_GRACE_SECONDS, RedisServer, S3Server, ServerProcess, free_port, port_is_free
 from maskq.errors import ConfigurationError, MaskqError
+from maskq.local.embedded import (
+    LOOPBACK,
+    STOP_GRACE_SECONDS,
+    RedisServer,
+    S3Server,
+    ServerProcess,
+    free_port,
+    port_is_free,
+)
 
 COMMAND = "up"
 API_PORT = 8000

@@ -24,7 +24,7 @@ so the value is never staler than the scrape):
 
 * in the API: ``REGISTRY.register(BacklogCollector.from_settings(settings))`` (the deploy's
   Prometheus and KEDA read it from the API's ``/metrics``);
-* standalone: ``python -m maskq.backlog --port 9465`` (an exporter next to Redis, for a cluster
+* standalone: ``python -m maskq.service.backlog --port 9465`` (an exporter next to Redis, for a cluster
   whose API replicas should not each report it, or for the tests).
 
 No Celery import (maskq's rule): the key layout is kombu's Redis transport's, read directly.
@@ -181,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from maskq.settings import get_settings
 
     s = get_settings()
-    p = argparse.ArgumentParser(prog="python -m maskq.backlog", description="Prometheus exporter of maskq's backlog")
+    p = argparse.ArgumentParser(prog="python -m maskq.service.backlog",
+                                description="Prometheus exporter of maskq's backlog")
     p.add_argument("--redis-url", default=s.redis_url)
     p.add_argument("--port", type=int, default=s.backlog_exporter_port)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all, for a pod)")

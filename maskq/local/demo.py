@@ -1,13 +1,13 @@
 """The README's first command: the whole service on this machine, the bundled samples through its API.
 
-Starts what ``maskq up`` starts (Redis, S3, a worker, the API: :class:`maskq.up.Stack`) on free
+Starts what ``maskq up`` starts (Redis, S3, a worker, the API: :class:`maskq.local.up.Stack`) on free
 loopback ports with its state in a temporary folder, sends each operation over HTTP with
-:mod:`maskq.client` (the logo for ``swap`` goes up first through a presigned upload), waits for
+:mod:`maskq.local.client` (the logo for ``swap`` goes up first through a presigned upload), waits for
 the jobs, saves the results, prints a table and writes ``contact-sheet.png`` (inputs and outputs
 side by side), then stops everything. Exit status: 0 every job succeeded, 1 some failed,
 3 the service could not start (the state folder with its logs is kept then).
 
-    python -m maskq.demo --out out/demo
+    python -m maskq.local.demo --out out/demo
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _seconds(doc: dict) -> float | None:
 
 def run_jobs(url: str, api_key: str, out: Path, timeout: float = JOB_TIMEOUT_SECONDS) -> int:
     """Every demo job through the API at ``url``; the table, the results and the contact sheet."""
-    from maskq.client import Client
+    from maskq.local.client import Client
 
     client = Client(url, api_key)
     logo_key = client.upload(SAMPLES / LOGO)
@@ -121,7 +121,7 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maskq.up import PortInUseError, Stack
+    from maskq.local.up import PortInUseError, Stack
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="where results go (default: out/demo)")

