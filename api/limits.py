@@ -1,12 +1,9 @@
-"""Limits checked before work is done: body size (413), content type (415), backlog (429).
+"""The request body's size limit, before any route reads it (the rest of what a job must pass is
+:mod:`api.acceptance`'s).
 
-* :class:`BodyLimitMiddleware` (pure ASGI): a ``Content-Length`` above the limit is answered 413 at
-  once, before a byte of the body is read; a body without one (chunked) is counted as it streams and
-  cut off with 413 as soon as it passes the limit — it is never read whole.
-* :func:`check_image`: the format sniffed from the first bytes (415 for anything that is not an
-  image maskq reads) and the header checked against the byte and pixel limits without decoding
-  (413 ``image_too_large``, 422 ``invalid_image``).
-* :func:`check_backlog`: 429 with ``Retry-After`` while the queue's backlog is past its limit.
+:class:`BodyLimitMiddleware` (pure ASGI): a ``Content-Length`` above the limit is answered 413 at
+once, before a byte of the body is read; a body without one (chunked) is counted as it streams and
+cut off with 413 as soon as it passes the limit — it is never read whole.
 """
 
 from __future__ import annotations
@@ -14,16 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.errors import error_response
-from maskq.errors import BacklogFullError, ImageTooLargeError, UnsupportedFormatError
-from maskq.imaging import open_image, sniff_format
-from maskq.settings import Settings
-
-# sniffed format -> stored extension and content type
-FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
-           "GIF": ("gif", "image/gif"), "BMP": ("bmp", "image/bmp"), "TIFF": ("tiff", "image/tiff"),
-           "MPO": ("jpg", "image/jpeg"), "AVIF": ("avif", "image/avif")}
-CONTENT_TYPE_EXT = {ct: ext for ext, ct in FORMATS.values()}
-ACCEPTED = "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"
+from maskq.errors import ImageTooLargeError
 
 
 class BodyTooLarge(ImageTooLargeError):
@@ -84,30 +72,3 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if not started:
                 await error_response(self._too_large(), {"Connection": "close"})(scope, receive, send)
-
-
-def check_image(data: bytes, settings: Settings) -> tuple[str, str]:
-    """415/413/422 for bytes that cannot be a job's input; else ``(extension, content type)``."""
-    if len(data) > settings.max_bytes:
-        raise ImageTooLargeError(f"image is {len(data)} bytes, the limit is {settings.max_bytes}",
-                                 limit_bytes=settings.max_bytes)
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise UnsupportedFormatError(f"the data is not an image in a format maskq reads; send {ACCEPTED}")
-    img = open_image(data, max_pixels=settings.max_pixels, max_bytes=settings.max_bytes)  # header only
-    return FORMATS.get(img.format or fmt, FORMATS[fmt])
-
-
-def check_sniffed(head: bytes) -> tuple[str, str]:
-    """The first bytes of an uploaded object: 415 unless they announce an image maskq reads."""
-    fmt = sniff_format(head)
-    if fmt is None:
-        raise UnsupportedFormatError(f"the uploaded object is not an image in a format maskq reads; send {ACCEPTED}")
-    return FORMATS[fmt]
-
-
-def backlog_error(settings: Settings, backlog: int) -> BacklogFullError:
-    return BacklogFullError(
-        f"the queue holds {backlog} jobs (limit {settings.backlog_limit}); retry after "
-        f"{settings.backlog_retry_after_seconds} s", retry_after=settings.backlog_retry_after_seconds,
-        backlog=backlog, limit=settings.backlog_limit)

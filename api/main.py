@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except MaskqError as exc:
             log.warning("could not prepare buckets at start-up: %s", exc)
         yield
-        services.jobs.r.close()
+        services.close()
 
     app = FastAPI(title="maskq", version=maskq.__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.services = services

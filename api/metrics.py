@@ -6,6 +6,8 @@ one process, as in tests, never collide):
 * ``maskq_http_request_duration_seconds{route, method}`` — latency histogram;
 * ``maskq_jobs_enqueued_total{operation}`` — jobs sent to the queue (idempotent replays excluded);
 * ``maskq_http_rejections_total{reason}`` — ``413``, ``415``, ``422``, ``429`` answers;
+* ``maskq_jobs_finished_total{queue, operation, state}`` — the jobs that end in the API: canceled
+  ones (the workers count the others under the same name; ``sum`` in PromQL);
 * ``maskq_queue_backlog_jobs{queue}`` — queued + running jobs per queue, read from Redis at scrape
   time by :class:`maskq.service.backlog.BacklogCollector` (with its ``_waiting``/``_reserved`` parts and
   ``maskq_backlog_redis_up``): the signal the KEDA ScaledObjects in deploy/ scale on. ``max`` over
@@ -21,8 +23,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from maskq import defaults
 from maskq import logging as mlog
 from maskq.service.backlog import BacklogCollector
+from maskq.service.records import Job
 
 log = logging.getLogger("maskq.api")
 access_log = logging.getLogger("maskq.api.access")
@@ -34,7 +38,7 @@ _MAX_REQUEST_ID = 128
 
 
 class ApiMetrics:
-    def __init__(self, backlog: BacklogCollector | None = None) -> None:
+    def __init__(self, backlog: BacklogCollector | None = None, queue: str = defaults.QUEUE_CPU) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("maskq_http_requests_total", "HTTP requests by route template, method and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -44,8 +48,15 @@ class ApiMetrics:
                                 ["operation"], registry=self.registry)
         self.rejections = Counter("maskq_http_rejections_total", "Requests refused, by reason (HTTP status)",
                                   ["reason"], registry=self.registry)
+        self.finished = Counter("maskq_jobs_finished_total", "Jobs that reached a terminal state here (cancels)",
+                                ["queue", "operation", "state"], registry=self.registry)
         if backlog is not None:
             self.registry.register(backlog)
+        self.queue = queue
+
+    def job_finished(self, job: Job) -> None:
+        """The end-of-job count (:func:`maskq.service.endings.job_ended`), as the worker makes it."""
+        self.finished.labels(self.queue, job.operation, job.state.value).inc()
 
 
 def _request_id(scope: dict) -> str:

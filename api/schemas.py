@@ -4,13 +4,19 @@ schemas are served by ``GET /v1/operations``."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from maskq import defaults
+from maskq.params import PARAMS_MODELS
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
 WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
 WEBHOOK_EVENTS: tuple[str, ...] = ("job.succeeded", "job.failed", "job.canceled")
+Operation = Annotated[Literal[tuple(sorted(PARAMS_MODELS))], Field(  # type: ignore[valid-type]
+    description="the operation (each one's parameters: GET /v1/operations)")]
+UploadKey = Annotated[str, Field(min_length=1, max_length=512, description="a key returned by POST /v1/uploads")]
 
 JOB_EXAMPLE = {
     "id": "3f2c5b6e0d5a4c1e9b7a8d6c5e4f3a2b", "tenant": "acme", "operation": "remove",
@@ -19,7 +25,7 @@ JOB_EXAMPLE = {
     "started_at": "2026-01-05T10:00:00.310Z", "finished_at": "2026-01-05T10:00:00.702Z", "attempts": 1,
     "timings": {"read": 0.004, "decode": 0.02, "infer": 0.05, "encode": 0.03, "write": 0.01}, "error": None,
     "confidence": 0.94, "review": False,
-    "result_url": "http://127.0.0.1:8333/maskq-results/acme/3f2c.../result/0.png?X-Amz-Signature=...",
+    "result_url": "http://127.0.0.1:8333/maskq-results/acme/3f2c.../result.png?X-Amz-Signature=...",
 }
 
 
@@ -40,19 +46,6 @@ class ErrorBody(BaseModel):
                    "equal to 100", "details": {"field": "params.strength"}}}]})
 
 
-class ItemDoc(BaseModel):
-    index: int
-    state: State
-    content_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    confidence: float | None = Field(None, description="this result's mask confidence in [0, 1]")
-    review: bool | None = Field(None, description="this result's confidence is below review_below")
-    result_url: str | None = None
-
-
 class JobDocument(BaseModel):
     """A job as clients see it. ``result_url`` (a presigned GET) is present once it succeeded."""
 
@@ -69,12 +62,11 @@ class JobDocument(BaseModel):
     timings: dict[str, float]
     error: ErrorInfo | None
     confidence: float | None = Field(
-        None, description="how much to trust the mask, in [0, 1] (an estimate of P(Dice >= 0.8)); a batch job's "
-        "lowest; null until it succeeded, and for operations without a matte (face blur alone)")
+        None, description="how much to trust the mask, in [0, 1] (an estimate of P(Dice >= 0.8)); null until it "
+        "succeeded, and for operations without a matte (face blur alone)")
     review: bool | None = Field(
         None, description="true when the confidence is below review_below (params, else MASKQ_REVIEW_BELOW): "
         "the job still succeeded, but a person should look; GET /v1/jobs?review=true lists these")
-    items: list[ItemDoc] | None = None
     result_url: str | None = None
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
 
@@ -83,12 +75,12 @@ class JobCreate(BaseModel):
     """``POST /v1/jobs`` as JSON: the input is an object uploaded before with ``POST /v1/uploads``."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"operation": "swap", "input_key": "acme/0b6f.../input/0.jpg",
+        {"operation": "swap", "input_key": "acme/0b6f.../input.jpg",
          "params": {"background_color": "#ffffff", "canvas_width": 2000, "canvas_height": 2000, "format": "jpeg"},
          "webhook_url": "https://shop.example/hooks/maskq", "webhook_events": ["job.succeeded", "job.failed"]}]})
 
-    operation: str = Field(description="mask, remove, swap, blur, crop or faceblur", max_length=32)
-    input_key: str = Field(description="the key returned by POST /v1/uploads", min_length=1, max_length=512)
+    operation: Operation
+    input_key: UploadKey
     params: dict[str, Any] = Field(default_factory=dict, description="the operation's parameters "
                                    "(their schemas: GET /v1/operations)")
     webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL POSTed when the job ends")
@@ -114,7 +106,7 @@ class UploadTicket(BaseModel):
     expires_in: int = Field(description="seconds the URL stays valid")
     max_bytes: int
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "key": "acme/0b6f2c.../input/0.jpg", "url": "http://127.0.0.1:8333/maskq-inputs/acme/...?X-Amz-Signature=...",
+        "key": "acme/0b6f2c.../input.jpg", "url": "http://127.0.0.1:8333/maskq-inputs/acme/...?X-Amz-Signature=...",
         "method": "PUT", "expires_in": 900, "max_bytes": 52428800}]})
 
 
@@ -122,13 +114,15 @@ class BatchCreate(BaseModel):
     """``POST /v1/batches`` as JSON: one operation over several uploaded objects."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"operation": "remove", "input_keys": ["acme/a1.../input/0.jpg", "acme/b2.../input/0.jpg"]}]})
+        {"operation": "remove", "input_keys": ["acme/a1.../input.jpg", "acme/b2.../input.jpg"]}]})
 
-    operation: str = Field(max_length=32)
-    input_keys: list[str] = Field(min_length=1, description="keys from POST /v1/uploads")
-    params: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = Field(None, max_length=2048)
-    webhook_events: list[WebhookEvent] | None = None
+    operation: Operation
+    input_keys: list[UploadKey] = Field(min_length=1, max_length=defaults.MAX_BATCH_ITEMS,
+                                        description="keys from POST /v1/uploads, one job each")
+    params: dict[str, Any] = Field(default_factory=dict, description="the operation's parameters, for every "
+                                   "image (their schemas: GET /v1/operations)")
+    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL POSTed when each job ends")
+    webhook_events: list[WebhookEvent] | None = Field(None, description="events to send; default: all")
 
 
 class BatchJob(BaseModel):

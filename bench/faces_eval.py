@@ -216,7 +216,7 @@ def main() -> int:
         print(f"SKIP: face dataset not found at {args.dataset}", file=sys.stderr)
         return 0
     sys.path.insert(0, str(REPO))
-    from maskq.faces.params import FaceBlurParams
+    from maskq.params import FaceBlurParams
 
     threshold = FaceBlurParams().threshold if args.threshold is None else args.threshold
     valid, invalid, images = load_dataset(args.dataset)

@@ -91,7 +91,7 @@ def main() -> int:
     from maskq.defaults import MODELS_DIR
     from maskq.faces.blur import anonymize
     from maskq.faces.detector import FaceDetector, plan_scales
-    from maskq.faces.params import FaceBlurParams
+    from maskq.params import FaceBlurParams
 
     photo, name = source_photo()
     images = {mp: resized(photo, mp) for mp in SIZES_MP}

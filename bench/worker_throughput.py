@@ -83,9 +83,9 @@ def worker_rate(settings, images: list[bytes], operation: str, procs: int, logdi
             if w.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"worker did not start:\n{text[-2000:]}")
             time.sleep(0.2)
-        from worker.app import create_app, enqueue_job
+        from maskq.service.queue import Publisher
 
-        app = create_app(settings)
+        publisher = Publisher.from_settings(settings)
         jobs = JobStore.from_url(settings.redis_url)
         storage = Storage.from_settings(settings)
         # warm-up: one job per process, not timed
@@ -97,17 +97,17 @@ def worker_rate(settings, images: list[bytes], operation: str, procs: int, logdi
             ids.append(jid)
         warm, timed = ids[: 2 * procs], ids[2 * procs:]
         for jid in warm:
-            enqueue_job(jid, celery_app=app)
+            publisher.send_job(jid)
         _wait(jobs, warm)
         t0 = time.perf_counter()
         for jid in timed:
-            enqueue_job(jid, celery_app=app)
+            publisher.send_job(jid)
         _wait(jobs, timed)
         elapsed = time.perf_counter() - t0
         bad = [j for j in (jobs.get(i) for i in timed) if j.state.value != "succeeded"]
         if bad:
             raise SystemExit(f"{len(bad)} jobs did not succeed: {bad[0]}")
-        app.close()
+        publisher.app.close()
         return len(timed) / elapsed
     finally:
         w.send_signal(signal.SIGTERM)

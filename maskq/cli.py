@@ -28,8 +28,7 @@ from maskq import __version__
 from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
 from maskq.faces import cli as faces_cli
 from maskq.local import up as up_cli
-from maskq.ops import OPERATIONS
-from maskq.params import OperationParams, matte_model, matte_options, parse_params
+from maskq.params import PARAMS_MODELS, OperationParams, matte_model, matte_options, parse_params
 
 SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".mpo"}
@@ -85,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"maskq {__version__}")
     sub = parser.add_subparsers(dest="operation", required=True, metavar="OPERATION")
-    for name, op in sorted(OPERATIONS.items()):
-        p = sub.add_parser(name, help=(op.params.__doc__ or "").strip().splitlines()[0], description=op.params.__doc__)
+    for name, model in sorted(PARAMS_MODELS.items()):
+        p = sub.add_parser(name, help=(model.__doc__ or "").strip().splitlines()[0], description=model.__doc__)
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
         p.add_argument("-o", "--output", required=True, type=Path, help="output folder (or file, for one input)")
         p.add_argument("--precision", choices=["fp32", "int8"],
@@ -95,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--report", type=Path, metavar="FILE.json",
                        help="write one row per input: output, model, confidence, review, timings, error")
-        add_param_options(p, op.params)
+        add_param_options(p, model)
     faces_cli.add_parser(sub)  # `maskq faces IMAGE... --json`: detections only, no output images
     up_cli.add_parser(sub)  # `maskq up`: the whole service on this machine until Ctrl-C
     return parser
@@ -132,7 +131,7 @@ def collect_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_assets(op_name: str, params: OperationParams) -> dict[str, bytes]:
     assets = {}
-    for ref in OPERATIONS[op_name].asset_refs(params):
+    for ref in params.asset_refs().values():
         try:
             assets[ref] = Path(ref).read_bytes()
         except OSError as err:
@@ -152,7 +151,7 @@ def _read(path: Path) -> bytes | MaskqError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskq.pipeline import Pipeline
+    from maskq.pipeline import Pipeline, WorkItem
     from maskq.settings import load_settings
 
     op_name = args.operation
@@ -184,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(**overrides)
         # an operation that needs no matte (face blur) never pays for loading a segmentation model
-        if OPERATIONS[op_name].wants_matte(params):
+        if params.needs_matte():
             pipeline = Pipeline.load(settings, [matte_model(params) or settings.model])
         else:
             pipeline = Pipeline(settings)
@@ -200,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
     def work(chunk: list[Path]) -> list[tuple[Path, Any]]:
         raw = [(p, _read(p)) for p in chunk]
         ok = [(p, d) for p, d in raw if isinstance(d, bytes)]
-        outcomes = pipeline.process_many([(d, op_name, params_dict, assets) for _, d in ok]) if ok else []
+        items = [WorkItem(d, op_name, params_dict, assets) for _, d in ok]
+        outcomes = pipeline.process_many(items) if ok else []
         done = dict(zip((p for p, _ in ok), outcomes, strict=True))
         return [(p, done.get(p, d)) for p, d in raw]
 

@@ -43,8 +43,21 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 OutputFormat = Literal["png", "webp", "jpeg"]
 # What Pillow may open: the formats users send and browsers show. Others (PSD, ICO, PDF...) are
 # refused even though Pillow reads some of them: each reader is attack surface.
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF"}
-CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+# Each, with the extension and content type an input in it is stored under (the one format table).
+INPUT_FORMATS: dict[str, tuple[str, str]] = {
+    "JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp"),
+    "GIF": ("gif", "image/gif"), "BMP": ("bmp", "image/bmp"), "TIFF": ("tiff", "image/tiff"),
+    "MPO": ("jpg", "image/jpeg"), "AVIF": ("avif", "image/avif"),
+}
+ACCEPTED_FORMATS = frozenset(INPUT_FORMATS)
+ACCEPTED_TEXT = "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"  # what error messages tell users to send
+CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}  # the output formats
+EXTENSION_OF_TYPE = {ctype: ext for ext, ctype in INPUT_FORMATS.values()}
+
+
+def stored_format(fmt: str) -> tuple[str, str]:
+    """``(extension, content type)`` an input of Pillow/sniffed format ``fmt`` is stored under."""
+    return INPUT_FORMATS[fmt]
 # Magic numbers of image formats, to tell "a broken image" (invalid_image) from "not an image we
 # take" (unsupported_format) when Pillow cannot identify the bytes.
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
@@ -124,11 +137,11 @@ def open_image(
             raise InvalidImageError(f"corrupt {known} data: the header cannot be read") from None
         other = _unsupported_name(data)
         what = f"{other} is not supported" if other else "the data is not an image in a format maskq reads"
-        raise UnsupportedFormatError(f"{what}; send JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF") from None
+        raise UnsupportedFormatError(f"{what}; send {ACCEPTED_TEXT}") from None
     except (OSError, ValueError, SyntaxError) as err:
         raise InvalidImageError(f"corrupt image data: {err}") from None
     if img.format not in ACCEPTED_FORMATS:
-        raise UnsupportedFormatError(f"{img.format} is not supported; send JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF")
+        raise UnsupportedFormatError(f"{img.format} is not supported; send {ACCEPTED_TEXT}")
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has no pixels ({width}x{height})")

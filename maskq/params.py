@@ -1,10 +1,11 @@
-"""The parameters of each operation, validated by pydantic: shared by the CLI, the worker and the API.
+"""The operation catalogue: each operation's parameters (pydantic), whether it needs a matte, and
+which fields name images. Shared by the CLI, the API and the worker.
 
 Imports neither OpenCV nor ONNX Runtime (only pydantic and Pillow's colour names), so the API
-validates a job without loading a model; it is a top-level module so that importing it does not
-load the ``maskq.ops`` package, whose operations need OpenCV.
+validates a job, and checks the images it names, without loading a model; it is a top-level module
+so that importing it does not load the ``maskq.ops`` package, whose operations need OpenCV.
 Images that parameters refer to (a background, a logo) are named by a reference string that the
-caller resolves: a file path in the CLI, an S3 key in the service.
+caller resolves: a file path in the CLI, an upload key of the same tenant in the service.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class OperationParams(BaseModel):
     def _color(cls, v: str) -> str:
         parse_color(v)
         return v
+
+    def needs_matte(self) -> bool:
+        """Whether the operation pays for a segmentation with these parameters (face blur alone does not)."""
+        return isinstance(self, MatteOptions)
+
+    def asset_refs(self) -> dict[str, str]:
+        """The images these parameters name, as ``{field path: reference}``."""
+        return {}
 
 
 class MatteOptions(BaseModel):
@@ -125,6 +134,9 @@ class SwapParams(OperationParams, CropOptions, MatteOptions):
     def _bg(cls, v: str) -> str:
         parse_color(v)
         return v
+
+    def asset_refs(self) -> dict[str, str]:
+        return {f: ref for f in ("background_image", "logo") if (ref := getattr(self, f))}
 
 
 class BlurParams(OperationParams, MatteOptions):
@@ -204,6 +216,14 @@ class FaceBlurParams(OperationParams):
             return None
         return PARAMS_MODELS[self.background].model_validate(self.background_params)
 
+    def needs_matte(self) -> bool:
+        return self.background != "none"
+
+    def asset_refs(self) -> dict[str, str]:
+        background = self.background_model()
+        refs = background.asset_refs() if background is not None else {}
+        return {f"background_params.{f}": ref for f, ref in refs.items()}
+
     @field_validator("color")
     @classmethod
     def _color(cls, v: str) -> str:
@@ -224,11 +244,6 @@ PARAMS_MODELS: dict[str, type[OperationParams]] = {
     "crop": CropParams,
     "faceblur": FaceBlurParams,
 }
-
-
-def register_params(operation: str, model: type[OperationParams]) -> None:
-    """Extension point for operations defined elsewhere (face blur)."""
-    PARAMS_MODELS[operation] = model
 
 
 def parse_params(operation: str, params: dict[str, Any] | None) -> OperationParams:

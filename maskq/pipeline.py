@@ -50,6 +50,19 @@ class ProcessResult:
     review: bool | None = None  # confidence below the job's review_below; None when no matte was made
 
 
+@dataclass(frozen=True)
+class WorkItem:
+    """One image to process: what a job hands the pipeline (the CLI makes them too)."""
+
+    data: bytes
+    operation: str
+    params: Mapping[str, Any] | None = None
+    assets: Mapping[str, bytes] | None = None  # images the params name (background_image, logo), by ref
+
+
+Outcome = ProcessResult | MaskqError  # each item's own: a result, or the typed error that failed it
+
+
 @dataclass
 class _Job:
     """One image on its way through the pipeline."""
@@ -143,12 +156,12 @@ class Pipeline:
         with _timed(timings, "decode"):
             image = self._decode(data)
             resolved = {}
-            for ref in op.asset_refs(parsed):
+            for ref in parsed.asset_refs().values():
                 if ref not in assets:
                     raise imaging.InvalidParameterError(f"image {ref!r} was not provided", field=ref)
                 resolved[ref] = self._decode(assets[ref])
         job = _Job(op, parsed, image, resolved, timings, review_below=self.settings.review_below)
-        wants = op.wants_matte(parsed)
+        wants = parsed.needs_matte()
         options = matte_options(parsed) if wants else None
         if wants:
             job.model = (options.model if options else None) or self.settings.model
@@ -241,23 +254,18 @@ class Pipeline:
         assets: Mapping[str, bytes] | None = None,
     ) -> ProcessResult:
         """One image; raises a MaskqError subclass on bad input."""
-        outcome = self.process_many([(data, operation, params, assets)])[0]
+        outcome = self.process_many([WorkItem(data, operation, params, assets)])[0]
         if isinstance(outcome, MaskqError):
             raise outcome
         return outcome
 
-    def process_many(self, items: list[tuple]) -> list[ProcessResult | MaskqError]:
-        """Many images, one inference call; item = (data, operation, params[, assets]).
-
-        Each item's outcome is its own: a result, or the typed error that failed it.
-        """
-        outcomes: list[ProcessResult | MaskqError | None] = [None] * len(items)
+    def process_many(self, items: list[WorkItem]) -> list[Outcome]:
+        """Many images, one inference call; each item's outcome is its own."""
+        outcomes: list[Outcome | None] = [None] * len(items)
         jobs: list[tuple[int, _Job]] = []
         for i, item in enumerate(items):
-            data, operation, params = item[:3]
-            assets = item[3] if len(item) > 3 and item[3] else {}
             try:
-                jobs.append((i, self._prepare(data, operation, params, assets)))
+                jobs.append((i, self._prepare(item.data, item.operation, item.params, item.assets or {})))
             except MaskqError as err:
                 outcomes[i] = err
         try:

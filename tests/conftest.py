@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,8 @@ def storage(settings: Settings):
     st = Storage.from_settings(settings)
     st.ensure_buckets()
     return st
+
+
+def object_keys(storage: Any, bucket: str, prefix: str) -> list[str]:
+    """The keys under ``prefix``, listed with the SDK (the service itself never lists)."""
+    return sorted(o.object_name for o in storage.client.list_objects(bucket, prefix=prefix, recursive=True))

@@ -18,51 +18,41 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Generic, TypeVar
 
-Outcome = Any  # ProcessResult | MaskqError: kept opaque so this module needs no model code
+Item = TypeVar("Item")  # maskq.pipeline.WorkItem in the worker; generic so this module needs no model code
+Outcome = TypeVar("Outcome")
 
 
-class Batcher:
-    def __init__(self, process_many: Callable[[list[tuple]], list[Outcome]], max_batch: int,
+class Batcher(Generic[Item, Outcome]):
+    """Not the ``/v1/batches`` kind: this one groups images of different jobs into one inference."""
+
+    def __init__(self, process_many: Callable[[list[Item]], list[Outcome]], max_batch: int,
                  max_wait_ms: int) -> None:
         self._process_many = process_many
         self.max_batch = max(1, max_batch)
         self.max_wait = max_wait_ms / 1000.0
-        self._q: queue.Queue[tuple[tuple, Future] | None] = queue.Queue()
+        self._q: queue.Queue[tuple[Item, Future]] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="maskq-batcher", daemon=True)
         self._thread.start()
         self.batches = 0  # how many inference calls were made (for tests and metrics)
         self.items = 0
 
-    def submit_many(self, items: list[tuple]) -> list[Outcome]:
-        """Queue ``items`` and wait for their outcomes (in order)."""
-        futures: list[Future] = []
-        for item in items:
-            f: Future = Future()
-            self._q.put((item, f))
-            futures.append(f)
-        return [f.result() for f in futures]
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=5)
+    def submit(self, item: Item) -> Outcome:
+        """Queue ``item`` and wait for its outcome (the calling task thread blocks meanwhile)."""
+        f: Future = Future()
+        self._q.put((item, f))
+        return f.result()
 
     def _loop(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
+        while True:  # a daemon thread: it ends with the process
+            batch = [self._q.get()]
             deadline = time.monotonic() + self.max_wait
             while len(batch) < self.max_batch:
                 remaining = deadline - time.monotonic()
                 try:
                     nxt = self._q.get(timeout=remaining) if remaining > 0 else self._q.get_nowait()
                 except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)  # finish this batch, stop on the next turn
                     break
                 batch.append(nxt)
             try:

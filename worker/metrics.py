@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from maskq.pipeline import ProcessResult
     from maskq.service.records import Job
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,15 @@ def task_ended(task_name: str, task_id: str, outcome: str) -> None:
 def task_released() -> None:
     """After the task's last hook (task_postrun): this process is free again."""
     BUSY.labels(current_queue()).dec()
+
+
+def result_made(result: ProcessResult) -> None:
+    """One image through the pipeline to a stored result."""
+    IMAGES.labels("ok").inc()
+    if result.model:
+        MODEL_IMAGES.labels(result.model).inc()
+    if result.confidence is not None:
+        MASK_CONFIDENCE.labels(result.model or "unknown").observe(result.confidence)
 
 
 def job_finished(job: Job, queue: str | None = None) -> None:

@@ -1,8 +1,7 @@
 """Celery signal hooks for logs and metrics: nothing here runs inside a task body.
 
-* ``before_task_publish`` (in whatever process sends: the API, or a worker queuing a webhook): the
-  current log context (request id, job id, tenant; :mod:`maskq.logging`) goes into the message
-  headers.
+* (the log context goes into the message headers where the queue contract is:
+  :mod:`maskq.service.queue`, a ``before_task_publish`` hook that the API loads too)
 * ``after_setup_logger`` / ``after_setup_task_logger``: Celery's handlers get maskq's formatter
   (``MASKQ_LOG_FORMAT=json|text``) and context filter.
 * ``task_prerun``: binds the headers (and the job id, the task's only argument) to the log context;
@@ -12,8 +11,7 @@
 * ``worker_process_init`` / ``worker_init``: the model-info gauge after the model is loaded, and a
   clean ``PROMETHEUS_MULTIPROC_DIR`` at start.
 
-This module is imported by ``worker.app`` (so the publish hook is live in the API too) and imports
-``prometheus_client`` only inside the worker-side handlers.
+This module is imported by ``worker.app`` and imports ``prometheus_client`` only inside the handlers.
 """
 
 from __future__ import annotations
@@ -26,20 +24,12 @@ from typing import Any
 from celery import signals
 
 from maskq import logging as mlog
+from maskq.service.queue import PROCESS_TASK
 
 log = logging.getLogger("maskq.worker")
 
-_PROCESS_TASK = "maskq.process_job"
 _tokens: dict[str, Any] = {}
 _t0: dict[str, float] = {}
-
-
-@signals.before_task_publish.connect
-def _context_to_headers(headers: dict | None = None, **_: Any) -> None:
-    if headers is None:
-        return
-    for key, value in mlog.headers_from_context().items():
-        headers.setdefault(key, value)
 
 
 def _install_formatter(logger: Any = None, **_: Any) -> None:
@@ -73,9 +63,7 @@ def _tenant_of(job_id: str) -> tuple[str | None, str | None]:
     try:
         from worker import runtime
 
-        jobs = runtime.get().jobs
-        tenant, operation = jobs.r.hmget(jobs.job_key(job_id), "tenant", "operation")
-        return tenant, operation
+        return runtime.get().jobs.owner_of(job_id)
     except Exception:  # noqa: BLE001 - logging context is best effort; the task will see the fault
         return None, None
 
@@ -87,7 +75,7 @@ def _task_prerun(task_id: str | None = None, task: Any = None, args: Any = None,
     ctx = mlog.context_from_headers(_request_headers(task))
     if args:
         ctx.setdefault("job_id", str(args[0]))
-    if task is not None and task.name == _PROCESS_TASK and ctx.get("job_id"):
+    if task is not None and task.name == PROCESS_TASK and ctx.get("job_id"):
         tenant, operation = _tenant_of(ctx["job_id"])
         if tenant and not ctx.get("tenant"):
             ctx["tenant"] = tenant

@@ -2,8 +2,7 @@
 
 The model is loaded once per pool process, in ``worker_process_init`` (see ``app.py``), never per
 task; solo and threads pools load it when the worker is ready. Heavy imports (ONNX Runtime, via
-``maskq.pipeline``) happen only here, lazily, so that the API can import ``worker.app`` to send
-tasks without pulling the runtime in.
+``maskq.pipeline``) happen only here, lazily: the worker's main process never loads a model.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from maskq.service.records import JobStore
 from maskq.service.storage import Storage
@@ -19,7 +18,7 @@ from maskq.settings import Settings, get_settings
 from worker.batcher import Batcher
 
 if TYPE_CHECKING:
-    from maskq.pipeline import Pipeline
+    from maskq.pipeline import Outcome, Pipeline, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +67,23 @@ class Runtime:
     def pipeline(self) -> Pipeline:
         return self._pipeline or self.load_pipeline()
 
-    def _infer_many(self, items: list[tuple]) -> list[Any]:
+    def _infer_many(self, items: list[WorkItem]) -> list[Outcome]:
         from worker.metrics import BATCH_SIZE
 
         BATCH_SIZE.observe(len(items))
         return self.pipeline.process_many(items)
 
-    def process_many(self, items: list[tuple]) -> list[Any]:
+    def process(self, item: WorkItem) -> Outcome:
         """Through the cross-job batcher when enabled (threads pool), else straight to the model."""
         if self.settings.worker_batching:
             with self._lock:
                 if self._batcher is None:
                     self._batcher = Batcher(self._infer_many, self.settings.max_batch, self.settings.batch_wait_ms)
-            return self._batcher.submit_many(items)
-        return self._infer_many(items)
+            return self._batcher.submit(item)
+        return self._infer_many([item])[0]
 
     @property
-    def batcher(self) -> Batcher | None:
+    def batcher(self) -> Batcher[WorkItem, Outcome] | None:
         return self._batcher
 
 

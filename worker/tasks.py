@@ -18,10 +18,13 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 
 from maskq.errors import InternalError, InvalidParameterError, MaskqError, NotFoundError, StorageUnavailableError
-from maskq.service.records import ItemOutcome, Job, JobState, Transition
+from maskq.params import parse_params
+from maskq.service.endings import job_ended
+from maskq.service.queue import PROCESS_TASK, WEBHOOK_TASK, Publisher
+from maskq.service.records import Job, JobState, Transition
 from maskq.settings import get_settings
 from worker import metrics, runtime, webhooks
-from worker.app import PROCESS_TASK, WEBHOOK_TASK, app
+from worker.app import app
 
 log = logging.getLogger(__name__)
 
@@ -86,48 +89,32 @@ class JobTask(Task):
         metrics.task_ended(self.name, task_id, str(retval))
 
 
-def wants_webhook(events: list[str], state: str) -> bool:
-    """No events asked means every end state; otherwise only those named (``job.succeeded``...)."""
-    return not events or f"job.{state}" in events
+_publisher = Publisher(app, _settings.worker_queue)
 
 
 def finished(t: Transition) -> None:
-    """After a transition into a terminal state: count it, and queue the webhook if one was asked."""
-    if not (t.applied and t.job.state.is_terminal):
-        return
-    job = t.job
-    metrics.job_finished(job)
-    log.info("job %s", job.state.value, extra={"job_id": job.id, "tenant": job.tenant, "state": job.state.value,
-                                               "error_code": job.error_code, "attempts": job.attempts,
-                                               "model": job.model, "timings": job.timings,
-                                               "confidence": job.confidence, "review": job.review})
-    if job.webhook_url and wants_webhook(job.webhook_events, job.state.value):
-        try:
-            app.send_task(WEBHOOK_TASK, args=[job.id, job.state.value])
-        except Exception as exc:  # noqa: BLE001 - the job's outcome is recorded; the hook is best effort
-            log.error("job %s: could not queue its webhook: %s", job.id, exc)
+    """After a transition: a terminal one is counted, logged and notified (the same path as cancel)."""
+    job_ended(t, _publisher, metrics.job_finished)
 
 
 def _asset_inputs(job: Job) -> dict[str, bytes]:
-    """Images the parameters refer to (background, logo): input-bucket keys of the same tenant."""
-    from maskq.ops import get_operation
-    from maskq.params import parse_params
-
-    refs = get_operation(job.operation).asset_refs(parse_params(job.operation, job.params))
+    """Images the parameters name (background, logo). The API checked at submit that each is one of
+    the tenant's uploads; checked again here (a record may come from elsewhere), and one may have
+    expired since."""
     assets: dict[str, bytes] = {}
-    for ref in refs:
+    for field, ref in parse_params(job.operation, job.params).asset_refs().items():
         if not ref.startswith(f"{job.tenant}/"):
-            raise InvalidParameterError(f"image {ref!r} is not one of this tenant's uploads", field=ref)
+            raise InvalidParameterError(f"{field}: {ref!r} is not one of this tenant's uploads", field=field)
         try:
             assets[ref] = runtime.get().storage.get_input(ref).data
         except NotFoundError:
-            raise InvalidParameterError(f"image {ref!r} was not found (expired upload?)", field=ref) from None
+            raise InvalidParameterError(f"{field}: upload {ref!r} was not found (expired?)", field=field) from None
     return assets
 
 
 @app.task(bind=True, base=JobTask, name=PROCESS_TASK)
 def process_job(self: JobTask, job_id: str) -> str:
-    """One job (one image, or a batch job's images through the network together)."""
+    """One job: its image through the pipeline, its result stored, its record finished."""
     rt = runtime.get()
     try:
         start = rt.jobs.mark_running(job_id)
@@ -142,49 +129,32 @@ def process_job(self: JobTask, job_id: str) -> str:
                                      f"the worker process died {job.lost_attempts} times while running this job"))
         return JobState.FAILED.value
 
+    from maskq.pipeline import WorkItem  # the model code: loaded in pool processes, not the main one
+
     t0 = time.perf_counter()
-    inputs = [rt.storage.get_input(key).data for key in job.input_keys]
+    data = rt.storage.get_input(job.input_key).data
     assets = _asset_inputs(job)
-    t_read = time.perf_counter() - t0
-    outcomes = rt.process_many([(data, job.operation, job.params, assets) for data in inputs])
+    timings: dict[str, float] = {"read": time.perf_counter() - t0}
+    outcome = rt.process(WorkItem(data, job.operation, job.params, assets))
+    if isinstance(outcome, MaskqError):
+        metrics.IMAGES.labels(outcome.code).inc()
+        finished(t := rt.jobs.mark_failed(job_id, outcome.code, outcome.message, _rounded(timings)))
+        return t.job.state.value if t.applied else SKIPPED
 
     t1 = time.perf_counter()
-    items: list[ItemOutcome] = []
-    result_keys: list[str] = []
-    timings: dict[str, float] = {"read": t_read}
-    for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, MaskqError):
-            metrics.IMAGES.labels(outcome.code).inc()
-            items.append(ItemOutcome(index, JobState.FAILED, error_code=outcome.code, error_message=outcome.message))
-            continue
-        key = rt.storage.put_result(job.tenant, job.id, outcome.data, index=index, extension=outcome.extension,
-                                    content_type=outcome.content_type, metadata={"job": job.id})
-        metrics.IMAGES.labels("ok").inc()
-        if outcome.model:
-            metrics.MODEL_IMAGES.labels(outcome.model).inc()
-        if outcome.confidence is not None:
-            metrics.MASK_CONFIDENCE.labels(outcome.model or "unknown").observe(outcome.confidence)
-        result_keys.append(key)
-        items.append(ItemOutcome(index, JobState.SUCCEEDED, key, outcome.content_type, outcome.width, outcome.height,
-                                 confidence=outcome.confidence, review=outcome.review))
-        for stage, seconds in outcome.timings.items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
+    key = rt.storage.put_result(job.tenant, job.id, outcome.data, extension=outcome.extension,
+                                content_type=outcome.content_type, metadata={"job": job.id})
+    metrics.result_made(outcome)
+    timings.update(outcome.timings)
     timings["write"] = time.perf_counter() - t1
-    timings = {k: round(v, 4) for k, v in timings.items()}
-
-    batch_items = items if job.is_batch else None
-    if result_keys:
-        # the job's confidence is its weakest result's; it is for review when any result is
-        scored = [i for i in items if i.confidence is not None]
-        confidence = min(i.confidence for i in scored) if scored else None  # type: ignore[type-var]
-        review = any(i.review for i in scored) if scored else None
-        t = rt.jobs.mark_succeeded(job_id, result_keys, batch_items, timings, confidence=confidence, review=review,
-                                   tenant=job.tenant)
-    else:
-        first = items[0]
-        t = rt.jobs.mark_failed(job_id, first.error_code or "internal", first.error_message or "", batch_items, timings)
+    t = rt.jobs.mark_succeeded(job_id, key, _rounded(timings), confidence=outcome.confidence, review=outcome.review,
+                               tenant=job.tenant)
     finished(t)
     return t.job.state.value if t.applied else SKIPPED
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}
 
 
 class WebhookTask(Task):
@@ -215,10 +185,7 @@ def deliver_webhook(self: WebhookTask, job_id: str, state: str) -> int | str:
     job = rt.jobs.get(job_id)
     if job is None or not job.webhook_url:
         return SKIPPED
-    doc = job.to_public()
-    if job.result_key:
-        doc["result_url"] = rt.storage.presigned_result_url(job.result_key)
-    body = webhooks.payload(doc)
+    body = webhooks.payload(job.document(rt.storage.presigned_result_url))
     headers = webhooks.headers_for(rt.settings.webhook_secret, webhooks.event_id(job_id, state), body)
     try:
         return webhooks.post(job.webhook_url, body, headers, rt.settings.webhook_timeout_seconds)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.routes.common import services
 from api.schemas import Health
+from api.services import services
 from maskq.errors import MaskqError
 from maskq.models import MODELS
 from maskq.params import PARAMS_MODELS
@@ -30,7 +30,7 @@ def readyz(request: Request) -> Any:
     svc = services(request)
     checks: dict[str, str] = {}
     try:
-        svc.jobs.r.ping()
+        svc.jobs.ping()
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["redis"] = f"unavailable: {type(exc).__name__}"

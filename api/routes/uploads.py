@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request
 
 from api.auth import require_tenant
-from api.limits import CONTENT_TYPE_EXT
-from api.routes.common import errors, services
+from api.routes.common import errors
 from api.schemas import UploadRequest, UploadTicket
+from api.services import services
+from maskq.imaging import EXTENSION_OF_TYPE
+from maskq.service.records import new_job_id
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
@@ -22,6 +24,6 @@ def create_upload(request: Request, tenant: str = Depends(require_tenant),
     ``{"input_key": key, ...}``. The object is checked (size, type) when the job is created."""
     svc = services(request)
     content_type = (body or UploadRequest()).content_type
-    key, url = svc.storage.presigned_upload_url(tenant, svc.new_id(), extension=CONTENT_TYPE_EXT[content_type])
+    key, url = svc.storage.presigned_upload_url(tenant, new_job_id(), extension=EXTENSION_OF_TYPE[content_type])
     return UploadTicket(key=key, url=url, expires_in=svc.settings.presign_put_expiry_seconds,
                         max_bytes=svc.settings.max_bytes)

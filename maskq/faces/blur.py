@@ -18,7 +18,7 @@ import numpy as np
 
 from maskq.errors import InvalidImageError
 from maskq.faces.detector import Face
-from maskq.faces.params import FaceBlurParams
+from maskq.params import FaceBlurParams
 
 # The Gaussian is run on a copy shrunk so that its sigma is this many pixels, then enlarged again:
 # the same look as a full-size Gaussian at a fraction of the cost for big faces (sigma 60 px on a

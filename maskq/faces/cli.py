@@ -16,7 +16,7 @@ COMMAND = "faces"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from maskq.faces.params import DEFAULT_THRESHOLD
+    from maskq.params import FACE_DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
 
     p = sub.add_parser(COMMAND, help="print the faces found in images", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from maskq.cli import EXIT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, expand_inputs
     from maskq.errors import InvalidParameterError, MaskqError, ModelUnavailableError
     from maskq.faces.detector import PIXEL_BUDGETS, FaceDetector
-    from maskq.faces.params import FaceBlurParams
+    from maskq.params import FaceBlurParams
     from maskq.settings import load_settings
 
     try:

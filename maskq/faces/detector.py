@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from maskq.errors import InvalidImageError, ModelUnavailableError
 from maskq.faces.decode import decode_centerface, nms
-from maskq.faces.params import DEFAULT_THRESHOLD
+from maskq.params import FACE_DEFAULT_THRESHOLD as DEFAULT_THRESHOLD
 
 MODEL_FILES = {"fp32": Path("faces") / "centerface.onnx", "int8": Path("faces") / "centerface-int8.onnx"}
 # int8 (static QDQ, see models/faces/fetch.py) is 2.6x faster on this CPU with the same recall

@@ -18,7 +18,7 @@ The stable interface (kept compatible; the demo and the tests use it):
 * ``get(job_id)``, ``list(state=None, limit=None, cursor=None)``, ``cancel(job_id)`` -> documents.
 * ``wait(job_id, timeout=120.0, poll=0.1, max_poll=2.0)`` -> the finished job document (succeeded,
   failed or canceled; a failed job is returned, not raised); ``JobTimeoutError`` after ``timeout``.
-* ``download(job_id, path, index=0)`` -> ``Path``: the result fetched from its presigned URL.
+* ``download(job_id, path)`` -> ``Path``: the result fetched from its presigned URL.
 * ``submit_batch(images, operation, params=None, ...)`` / ``get_batch(batch_id)``.
 * ``health()`` / ``ready()``.
 
@@ -219,10 +219,9 @@ class Client:
             time.sleep(min(delay, left))
             delay = min(delay * 1.5, max_poll)
 
-    def download(self, job_id: str, path: str | Path, index: int = 0) -> Path:
-        """Fetch a succeeded job's result (``index``: which image of a batch job) into ``path``."""
-        status, headers, _ = self.request("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/result",
-                                          query={"index": index or None})
+    def download(self, job_id: str, path: str | Path) -> Path:
+        """Fetch a succeeded job's result into ``path``."""
+        status, headers, _ = self.request("GET", f"/v1/jobs/{urllib.parse.quote(job_id, safe='')}/result")
         url = headers.get("Location") or headers.get("location")
         if status != 303 or not url:
             raise ApiError("unexpected_answer", f"expected a redirect to the result, got HTTP {status}")
@@ -262,16 +261,8 @@ class Client:
 
 
 def _guess_type(data: bytes) -> str:
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:2] == b"BM":
-        return "image/bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    return "image/jpeg"
+    """The content type to announce for an image's bytes (the server sniffs them again)."""
+    from maskq.imaging import sniff_format, stored_format
+
+    fmt = sniff_format(data)
+    return stored_format(fmt)[1] if fmt else "application/octet-stream"

@@ -1,7 +1,8 @@
 """The operations: pure functions of (image, matte, params) -> pixels, and the registry naming them.
 
-Each operation declares whether it needs the U-Net's matte, so that, say, face blur alone never
-pays for a segmentation. Another module adds an operation with ``register``.
+Whether an operation needs the U-Net's matte, and which images its parameters name, is the
+catalogue's to say (:mod:`maskq.params`, importable without OpenCV); this registry holds the
+functions that make the pixels. Another module adds an operation with ``register``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from maskq.ops import compose
 from maskq.ops.blur import blur_background
 from maskq.ops.geometry import Box, crop_box
 from maskq.params import (
+    PARAMS_MODELS,
     BlurParams,
     CropParams,
     MaskParams,
@@ -27,7 +29,6 @@ from maskq.params import (
     RemoveParams,
     SwapParams,
     parse_color,
-    register_params,
 )
 
 
@@ -71,16 +72,6 @@ class Operation:
     name: str
     params: type[OperationParams]
     apply: Callable[[OpInput, Any], Rendered]
-    needs_matte: bool | Callable[[Any], bool] = True  # a function of the params when it depends on them
-    asset_fields: tuple[str, ...] = ()  # params naming images the caller must resolve
-    extra_refs: Callable[[Any], list[str]] | None = None  # images named deeper in the params
-
-    def wants_matte(self, params: OperationParams) -> bool:
-        return self.needs_matte(params) if callable(self.needs_matte) else self.needs_matte
-
-    def asset_refs(self, params: OperationParams) -> list[str]:
-        refs = [v for f in self.asset_fields if (v := getattr(params, f, None))]
-        return refs + (self.extra_refs(params) if self.extra_refs else [])
 
 
 def _cropped(inp: OpInput, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -143,14 +134,15 @@ OPERATIONS: dict[str, Operation] = {}
 
 
 def register(op: Operation) -> None:
+    if PARAMS_MODELS.get(op.name) is not op.params:
+        raise ValueError(f"operation {op.name!r} is not in the catalogue (maskq.params.PARAMS_MODELS)")
     OPERATIONS[op.name] = op
-    register_params(op.name, op.params)
 
 
 for _op in (
     Operation("mask", MaskParams, apply_mask),
     Operation("remove", RemoveParams, apply_remove),
-    Operation("swap", SwapParams, apply_swap, asset_fields=("background_image", "logo")),
+    Operation("swap", SwapParams, apply_swap),
     Operation("blur", BlurParams, apply_blur),
     Operation("crop", CropParams, apply_crop),
 ):

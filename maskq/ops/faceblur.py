@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from maskq.faces.params import FaceBlurParams
 from maskq.ops import Operation, OpInput, Rendered, get_operation, register
+from maskq.params import FaceBlurParams
 
 RESOURCE = "face_detector"
 
@@ -41,15 +41,4 @@ def apply_faceblur(inp: OpInput, p: FaceBlurParams) -> Rendered:
     return get_operation(p.background).apply(replace(inp, image=image), background)
 
 
-def _wants_matte(p: FaceBlurParams) -> bool:
-    return p.background != "none"
-
-
-def _background_refs(p: FaceBlurParams) -> list[str]:
-    background = p.background_model()
-    return [] if background is None else get_operation(p.background).asset_refs(background)
-
-
-register(
-    Operation("faceblur", FaceBlurParams, apply_faceblur, needs_matte=_wants_matte, extra_refs=_background_refs)
-)
+register(Operation("faceblur", FaceBlurParams, apply_faceblur))

@@ -27,7 +27,8 @@ so the value is never staler than the scrape):
 * standalone: ``python -m maskq.service.backlog --port 9465`` (an exporter next to Redis, for a cluster
   whose API replicas should not each report it, or for the tests).
 
-No Celery import (maskq's rule): the key layout is kombu's Redis transport's, read directly.
+No Celery import: the key layout is kombu's Redis transport's, read directly (the collector runs
+in processes that never load Celery, such as the standalone exporter).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maskq import defaults
+from maskq.errors import StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,60 @@ def read_backlog(client: Any, queues: Sequence[str] = defaults.BACKLOG_QUEUES) -
         waiting = sum(int(x) for x in res[i * n:(i + 1) * n])
         out.append(Backlog(q, waiting, reserved_by_queue.get(q, 0)))
     return out
+
+
+class BacklogGuard:
+    """The API's 429 guard: the backlog (queued + running) of the API's queue, read with
+    :func:`read_backlog` (the same reading as the ``maskq_queue_backlog_jobs`` gauge) at most every
+    ``cache_seconds``, so that 200 requests/s cost one Redis read a second, not 200."""
+
+    def __init__(self, client: Any, queue: str, limit: int, *,
+                 cache_seconds: float = defaults.BACKLOG_CACHE_SECONDS, clock=time.monotonic) -> None:
+        self.client = client
+        self.queue = queue
+        self.limit = limit
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._value = 0
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, queue: str, limit: int, **kwargs: Any) -> BacklogGuard:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=30,
+                                      decode_responses=True)
+        return cls(client, queue, limit, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _read(self) -> int:
+        import redis.exceptions as rex
+
+        try:
+            return read_backlog(self.client, [self.queue])[0].total
+        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError) as exc:
+            raise StorageUnavailableError(f"Redis unavailable: {exc}", service="redis") from exc
+
+    def current(self) -> int:
+        if not self.fresh():
+            with self._lock:
+                if not self.fresh():
+                    self._value = self._read()
+                    self._read_at = self.clock()
+        return self._value
+
+    def fresh(self) -> bool:
+        return self.clock() - self._read_at < self.cache_seconds
+
+    def cached(self) -> int:
+        return self._value
+
+    def note_enqueued(self, n: int = 1) -> None:
+        """Count what this process sent since the last read, so a burst inside one cache period is seen."""
+        self._value += n
 
 
 class BacklogCollector:

@@ -81,48 +81,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 @dataclass
-class ItemOutcome:
-    """The outcome of one image of a job; a batch job records one per input, each on its own."""
-
-    index: int
-    state: JobState
-    result_key: str | None = None
-    content_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    confidence: float | None = None  # the mask's confidence (maskq.confidence); None without a matte
-    review: bool | None = None  # the confidence is below the job's review_below
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"index": self.index, "state": self.state.value}
-        for name in ("result_key", "content_type", "width", "height", "error_code", "error_message", "confidence",
-                     "review"):
-            value = getattr(self, name)
-            if value is not None:
-                d[name] = value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ItemOutcome:
-        return cls(
-            index=int(d["index"]),
-            state=JobState(d["state"]),
-            result_key=d.get("result_key"),
-            content_type=d.get("content_type"),
-            width=d.get("width"),
-            height=d.get("height"),
-            error_code=d.get("error_code"),
-            error_message=d.get("error_message"),
-            confidence=d.get("confidence"),
-            review=d.get("review"),
-        )
-
-
-@dataclass
 class Job:
-    """One job record. ``input_keys`` holds one key for a plain job, several for a batch job."""
+    """One job record: one input image, at most one result."""
 
     id: str
     tenant: str
@@ -130,13 +90,12 @@ class Job:
     params: dict[str, Any]
     state: JobState
     created_at: float
-    input_keys: list[str]
+    input_key: str
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
     lost_attempts: int = 0
-    result_keys: list[str] = field(default_factory=list)
-    items: list[ItemOutcome] = field(default_factory=list)
+    result_key: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -144,23 +103,10 @@ class Job:
     idempotency_key: str | None = None
     # the webhook events asked for ("job.succeeded", ...); empty: every terminal state
     webhook_events: list[str] = field(default_factory=list)
-    # the mask confidence of the result (a batch job: its lowest), and whether it is below review_below
-    # (a batch job: any result); None when the operation made no matte or the job has not succeeded
+    # the mask confidence of the result, and whether it is below review_below; None when the
+    # operation made no matte or the job has not succeeded
     confidence: float | None = None
     review: bool | None = None
-
-    @property
-    def input_key(self) -> str:
-        """The first (for a plain job, the only) input: the design's ``input key`` field."""
-        return self.input_keys[0]
-
-    @property
-    def result_key(self) -> str | None:
-        return self.result_keys[0] if self.result_keys else None
-
-    @property
-    def is_batch(self) -> bool:
-        return len(self.input_keys) > 1
 
     # The hash layout. Lists and dicts are JSON; absent optional fields are not written at all.
     def to_hash(self) -> dict[str, str]:
@@ -174,18 +120,12 @@ class Job:
             "attempts": str(self.attempts),
             "lost_attempts": str(self.lost_attempts),
             "input_key": self.input_key,
-            "input_keys": json.dumps(self.input_keys),
         }
         if self.started_at is not None:
             h["started_at"] = repr(self.started_at)
         if self.finished_at is not None:
             h["finished_at"] = repr(self.finished_at)
-        if self.result_keys:
-            h["result_key"] = self.result_keys[0]
-            h["result_keys"] = json.dumps(self.result_keys)
-        if self.items:
-            h["items"] = json.dumps([i.to_dict() for i in self.items])
-        for name in ("error_code", "error_message", "webhook_url", "idempotency_key"):
+        for name in ("result_key", "error_code", "error_message", "webhook_url", "idempotency_key"):
             value = getattr(self, name)
             if value is not None:
                 h[name] = value
@@ -205,11 +145,6 @@ class Job:
             v = h.get(name)
             return float(v) if v not in (None, "") else None
 
-        input_keys = json.loads(h["input_keys"]) if "input_keys" in h else [h["input_key"]]
-        if "result_keys" in h:
-            result_keys = json.loads(h["result_keys"])
-        else:
-            result_keys = [h["result_key"]] if h.get("result_key") else []
         return cls(
             id=h["id"],
             tenant=h["tenant"],
@@ -217,13 +152,12 @@ class Job:
             params=json.loads(h.get("params") or "{}"),
             state=JobState(h["state"]),
             created_at=float(h["created_at"]),
-            input_keys=input_keys,
+            input_key=h["input_key"],
             started_at=opt_float("started_at"),
             finished_at=opt_float("finished_at"),
             attempts=int(h.get("attempts", 0)),
             lost_attempts=int(h.get("lost_attempts", 0)),
-            result_keys=result_keys,
-            items=[ItemOutcome.from_dict(d) for d in json.loads(h["items"])] if h.get("items") else [],
+            result_key=h.get("result_key") or None,
             error_code=h.get("error_code") or None,
             error_message=h.get("error_message") or None,
             timings=json.loads(h["timings"]) if h.get("timings") else {},
@@ -240,8 +174,14 @@ class Job:
         params = self.params or {}
         return params.get("model") or (params.get("background_params") or {}).get("model")
 
-    def to_public(self) -> dict[str, Any]:
-        """The job document clients see (API bodies, webhook payloads): no storage keys, ISO times."""
+    def wants_webhook(self) -> bool:
+        """A webhook for the state the job is in: one was given, and its events (none named: every
+        end state) include this one. The one predicate, for the worker's end of a job and cancel."""
+        return bool(self.webhook_url) and (not self.webhook_events or f"job.{self.state.value}" in self.webhook_events)
+
+    def document(self, presign: Callable[[str], str]) -> dict[str, Any]:
+        """The public job document: what ``GET /v1/jobs/{id}``, the webhook and cancel answer with.
+        No storage keys; ISO times; ``result_url`` (``presign(result_key)``) once it succeeded."""
         doc: dict[str, Any] = {
             "id": self.id,
             "tenant": self.tenant,
@@ -258,11 +198,40 @@ class Job:
             "confidence": self.confidence,
             "review": self.review,
         }
-        if self.is_batch or self.items:
-            doc["items"] = [
-                {k: v for k, v in i.to_dict().items() if k != "result_key"} for i in self.items
-            ]
+        if self.state is JobState.SUCCEEDED and self.result_key:
+            doc["result_url"] = presign(self.result_key)
         return doc
+
+
+@dataclass
+class Batch:
+    """Many images, one operation, one id: each image is a job of its own (the pool spreads them
+    over workers, and one bad file fails alone); the batch record names its jobs."""
+
+    id: str
+    tenant: str
+    operation: str
+    created_at: float
+    job_ids: list[str]
+
+    def to_hash(self) -> dict[str, str]:
+        return {"id": self.id, "tenant": self.tenant, "operation": self.operation,
+                "created_at": repr(self.created_at), "job_ids": json.dumps(self.job_ids)}
+
+    @classmethod
+    def from_hash(cls, h: Mapping[str, str]) -> Batch:
+        return cls(id=h["id"], tenant=h["tenant"], operation=h["operation"], created_at=float(h["created_at"]),
+                   job_ids=json.loads(h["job_ids"]))
+
+    def document(self, states: list[tuple[str, str]]) -> dict[str, Any]:
+        """The public batch document: its jobs' states, counted."""
+        counts = {s.value: 0 for s in JobState}
+        for _, state in states:
+            counts[state] = counts.get(state, 0) + 1
+        return {"id": self.id, "tenant": self.tenant, "operation": self.operation, "created_at": _iso(self.created_at),
+                "total": len(states), "counts": counts,
+                "done": counts[JobState.QUEUED.value] + counts[JobState.RUNNING.value] == 0,
+                "jobs": [{"id": j, "state": st} for j, st in states]}
 
 
 def encode_cursor(score: int, job_id: str) -> str:
@@ -301,8 +270,8 @@ R = TypeVar("R")
 
 
 class QueuedMessage(Protocol):
-    """A task message to LPUSH with a new record (``worker.publish.TaskMessage``): the core stays
-    free of Celery."""
+    """A task message to LPUSH with a new record (``maskq.service.queue.TaskMessage``): the records
+    stay free of Celery."""
 
     @property
     def queue(self) -> str: ...
@@ -400,7 +369,8 @@ class JobStore:
     """Job records in Redis. Keys: ``{prefix}:job:{id}`` (hash), ``{prefix}:tenant:{t}:jobs`` (zset
     by creation ms, newest-first listings), ``{prefix}:tenant:{t}:review`` (the same for the jobs
     marked for review, written by the transition that marks them) and ``{prefix}:idem:{t}:{key}``
-    (idempotency keys)."""
+    (idempotency keys), ``{prefix}:batch:{id}`` (a batch: its job ids). No other module touches these
+    keys."""
 
     def __init__(self, client: Any, ttl_seconds: int = defaults.JOB_TTL_SECONDS,
                  prefix: str = defaults.REDIS_KEY_PREFIX, clock: Callable[[], float] = time.time) -> None:
@@ -433,44 +403,106 @@ class JobStore:
     def idem_key(self, tenant: str, key: str) -> str:
         return f"{self.prefix}:idem:{tenant}:{key}"
 
-    # create and read
+    def batch_key(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    # the connection
     @_redis_faults_are_transient
-    def create(self, tenant: str, operation: str, params: Mapping[str, Any], input_keys: str | list[str], *,
+    def ping(self) -> None:
+        self.r.ping()
+
+    def close(self) -> None:
+        self.r.close()
+
+    # create and read
+    def _new_job(self, tenant: str, operation: str, params: Mapping[str, Any], input_key: str, job_id: str | None,
+                 webhook_url: str | None, idempotency_key: str | None, webhook_events: list[str] | None) -> Job:
+        if not input_key:
+            raise InvalidParameterError("a job needs an input", field="input_key")
+        return Job(id=job_id or new_job_id(), tenant=tenant, operation=operation, params=dict(params),
+                   state=JobState.QUEUED, created_at=self.clock(), input_key=input_key, webhook_url=webhook_url,
+                   idempotency_key=idempotency_key, webhook_events=list(webhook_events or []))
+
+    def _create_call(self, job: Job, message: Callable[[str], QueuedMessage] | None, client: Any = None) -> Any:
+        flat: list[str] = []
+        for k, v in job.to_hash().items():
+            flat += [k, v]
+        idem = self.idem_key(job.tenant, job.idempotency_key) if job.idempotency_key else self.job_key(job.id)
+        queued = message(job.id) if message is not None else None
+        queue_key, payload = (queued.queue, queued.payload) if queued else (self.job_key(job.id), "")
+        return self._create(
+            keys=[self.job_key(job.id), self.tenant_key(job.tenant), idem, queue_key],
+            args=["1" if job.idempotency_key else "0", self.ttl, int(job.created_at * 1000), job.id, payload, *flat],
+            client=client,
+        )
+
+    @_redis_faults_are_transient
+    def create(self, tenant: str, operation: str, params: Mapping[str, Any], input_key: str, *,
                job_id: str | None = None, webhook_url: str | None = None,
                idempotency_key: str | None = None, webhook_events: list[str] | None = None,
                message: Callable[[str], QueuedMessage] | None = None) -> tuple[Job, bool]:
         """Write a new queued job. Returns ``(job, created)``: with an idempotency key seen before for
         this tenant, the existing job and ``False`` (the API answers it instead of enqueuing again).
 
-        ``message(job_id)`` gives the job's task message (``worker.publish.task_message``): it is
+        ``message(job_id)`` gives the job's task message (``Publisher.job_message``): it is
         LPUSHed on its queue in the same Lua call, only when the record is created."""
-        keys = [input_keys] if isinstance(input_keys, str) else list(input_keys)
-        if not keys:
-            raise InvalidParameterError("a job needs at least one input", field="input")
-        now = self.clock()
-        job = Job(id=job_id or new_job_id(), tenant=tenant, operation=operation, params=dict(params),
-                  state=JobState.QUEUED, created_at=now, input_keys=keys, webhook_url=webhook_url,
-                  idempotency_key=idempotency_key, webhook_events=list(webhook_events or []))
-        flat: list[str] = []
-        for k, v in job.to_hash().items():
-            flat += [k, v]
-        idem = self.idem_key(tenant, idempotency_key) if idempotency_key else self.job_key(job.id)
-        queued = message(job.id) if message is not None else None
-        queue_key, payload = (queued.queue, queued.payload) if queued else (self.job_key(job.id), "")
-        status, jid = self._create(
-            keys=[self.job_key(job.id), self.tenant_key(tenant), idem, queue_key],
-            args=["1" if idempotency_key else "0", self.ttl, int(now * 1000), job.id, payload, *flat],
-        )
+        job = self._new_job(tenant, operation, params, input_key, job_id, webhook_url, idempotency_key,
+                            webhook_events)
+        status, jid = self._create_call(job, message)
         if int(status) == 1:
             return job, True
         if int(status) == -1:
             raise InvalidParameterError(f"job id {job.id} exists already", field="id")
         existing = self.get(_s(jid))
         if existing is None:  # the job expired between the two calls: its idempotency key is stale
-            self.r.delete(idem)
-            return self.create(tenant, operation, params, keys, job_id=job_id, webhook_url=webhook_url,
+            self.r.delete(self.idem_key(tenant, idempotency_key or ""))
+            return self.create(tenant, operation, params, input_key, job_id=job_id, webhook_url=webhook_url,
                                idempotency_key=idempotency_key, webhook_events=webhook_events, message=message)
         return existing, False
+
+    @_redis_faults_are_transient
+    def create_batch(self, tenant: str, operation: str, params: Mapping[str, Any], inputs: list[tuple[str, str]], *,
+                     batch_id: str | None = None, webhook_url: str | None = None,
+                     webhook_events: list[str] | None = None,
+                     message: Callable[[str], QueuedMessage] | None = None) -> Batch:
+        """A batch and its jobs, one per ``(job id, input key)``, written in one MULTI/EXEC: a reader
+        sees all of them or none, and no worker can start a job whose batch does not exist yet."""
+        batch = Batch(id=batch_id or new_job_id(), tenant=tenant, operation=operation, created_at=self.clock(),
+                      job_ids=[jid for jid, _ in inputs])
+        jobs = [self._new_job(tenant, operation, params, key, jid, webhook_url, None, webhook_events)
+                for jid, key in inputs]
+        keys = [self.batch_key(batch.id), *(self.job_key(j.id) for j in jobs)]
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(*keys)  # an id taken meanwhile aborts the EXEC: all of the batch or none of it
+            if pipe.exists(*keys):
+                raise InvalidParameterError("an id of this batch exists already", field="id")
+            pipe.multi()
+            for job in jobs:
+                self._create_call(job, message, client=pipe)
+            pipe.hset(self.batch_key(batch.id), mapping=batch.to_hash())
+            pipe.expire(self.batch_key(batch.id), self.ttl)
+            pipe.execute()
+        return batch
+
+    @_redis_faults_are_transient
+    def batch_states(self, batch_id: str, tenant: str) -> tuple[Batch, list[tuple[str, str]]]:
+        """The batch and ``(job id, state)`` of each of its jobs ("expired" once a record is gone);
+        another tenant's batch is not found."""
+        h = self.r.hgetall(self.batch_key(batch_id))
+        if not h or _s(h.get("tenant", "")) != tenant:
+            raise NotFoundError(f"batch {batch_id} not found", batch_id=batch_id)
+        batch = Batch.from_hash({_s(k): _s(v) for k, v in h.items()})
+        pipe = self.r.pipeline(transaction=False)
+        for jid in batch.job_ids:
+            pipe.hget(self.job_key(jid), "state")
+        return batch, [(jid, _s(st) if st else "expired") for jid, st in zip(batch.job_ids, pipe.execute(),
+                                                                              strict=True)]
+
+    @_redis_faults_are_transient
+    def owner_of(self, job_id: str) -> tuple[str | None, str | None]:
+        """``(tenant, operation)`` of a job with one read, for log context; ``(None, None)`` if gone."""
+        tenant, operation = self.r.hmget(self.job_key(job_id), "tenant", "operation")
+        return (_s(tenant) if tenant else None), (_s(operation) if operation else None)
 
     @_redis_faults_are_transient
     def get(self, job_id: str) -> Job | None:
@@ -555,16 +587,12 @@ class JobStore:
         """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile."""
         return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message})
 
-    def mark_succeeded(self, job_id: str, result_keys: list[str], items: list[ItemOutcome] | None = None,
-                       timings: Mapping[str, float] | None = None, *, confidence: float | None = None,
-                       review: bool | None = None, tenant: str | None = None) -> Transition:
-        """Succeeded, with the results. A job marked for ``review`` joins the tenant's review index
+    def mark_succeeded(self, job_id: str, result_key: str, timings: Mapping[str, float] | None = None, *,
+                       confidence: float | None = None, review: bool | None = None,
+                       tenant: str | None = None) -> Transition:
+        """Succeeded, with the result. A job marked for ``review`` joins the tenant's review index
         (``tenant`` names it) in the same Lua call: never listed unless it did succeed."""
-        fields = {"finished_at": repr(self.clock()), "result_keys": json.dumps(result_keys)}
-        if result_keys:
-            fields["result_key"] = result_keys[0]
-        if items:
-            fields["items"] = json.dumps([i.to_dict() for i in items])
+        fields = {"finished_at": repr(self.clock()), "result_key": result_key}
         if timings:
             fields["timings"] = json.dumps(dict(timings))
         if confidence is not None:
@@ -576,19 +604,12 @@ class JobStore:
         index = self.review_key(tenant) if review and tenant else None
         return self._finish(job_id, JobState.SUCCEEDED, fields, delete=["error_code", "error_message"], index=index)
 
-    def mark_failed(self, job_id: str, code: str, message: str, items: list[ItemOutcome] | None = None,
+    def mark_failed(self, job_id: str, code: str, message: str,
                     timings: Mapping[str, float] | None = None) -> Transition:
         fields = {"finished_at": repr(self.clock()), "error_code": code, "error_message": message[:2000]}
-        if items:
-            fields["items"] = json.dumps([i.to_dict() for i in items])
         if timings:
             fields["timings"] = json.dumps(dict(timings))
         return self._finish(job_id, JobState.FAILED, fields)
-
-    def cancel(self, job_id: str) -> Transition:
-        """Cancel a live job. A queued one is skipped by the worker; a running one finishes its
-        computation but its result is not recorded (the terminal state wins)."""
-        return self._finish(job_id, JobState.CANCELED, {"finished_at": repr(self.clock())})
 
     def cancel_queued(self, job_id: str) -> Transition:
         """Cancel a job only while it is queued (the API's DELETE): atomically refused (``applied``

@@ -90,8 +90,8 @@ def _s3_call(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def object_key(tenant: str, job_id: str, kind: str, index: int, extension: str) -> str:
-    """``tenant/job-id/kind/index.ext``; refuses segments that could escape their prefix."""
+def object_key(tenant: str, job_id: str, kind: str, extension: str) -> str:
+    """``tenant/job-id/kind.ext``; refuses segments that could escape their prefix."""
     for name, value in (("tenant", tenant), ("job_id", job_id)):
         if not _SEGMENT.match(value) or ".." in value:
             raise InvalidParameterError(f"{name} {value!r} is not a safe key segment", field=name)
@@ -100,7 +100,23 @@ def object_key(tenant: str, job_id: str, kind: str, index: int, extension: str) 
     ext = extension if not extension or extension.startswith(".") else "." + extension
     if not re.fullmatch(r"(\.[a-z0-9]{1,8})?", ext):
         raise InvalidParameterError(f"bad extension {extension!r}", field="extension")
-    return f"{tenant}/{job_id}/{kind}/{index}{ext}"
+    return f"{tenant}/{job_id}/{kind}{ext}"
+
+
+@dataclass(frozen=True)
+class StreamedObject:
+    """An object being read: iterate :meth:`chunks` once; it closes the connection at the end."""
+
+    response: Any
+    content_type: str
+    content_length: str | None
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        try:
+            yield from self.response.stream(size)
+        finally:
+            self.response.close()
+            self.response.release_conn()
 
 
 @dataclass(frozen=True)
@@ -211,38 +227,42 @@ class Storage:
         meta = {k[len("x-amz-meta-"):].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
         return StoredObject(key, data, headers.get("Content-Type", "application/octet-stream"), meta)
 
-    def put_input(self, tenant: str, job_id: str, data: bytes, *, index: int = 0, extension: str = "",
+    def put_input(self, tenant: str, job_id: str, data: bytes, *, extension: str = "",
                   content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None) -> str:
         """Store an input image; returns its key (what the job record keeps)."""
-        return self._put(self.input_bucket, object_key(tenant, job_id, "input", index, extension), data,
+        return self._put(self.input_bucket, object_key(tenant, job_id, "input", extension), data,
                          content_type, metadata)
 
-    def put_result(self, tenant: str, job_id: str, data: bytes, *, index: int = 0, extension: str,
+    def put_result(self, tenant: str, job_id: str, data: bytes, *, extension: str,
                    content_type: str, metadata: dict[str, str] | None = None) -> str:
         """Store a result under its deterministic key (a redelivered job overwrites, never adds)."""
-        return self._put(self.result_bucket, object_key(tenant, job_id, "result", index, extension), data,
+        return self._put(self.result_bucket, object_key(tenant, job_id, "result", extension), data,
                          content_type, metadata)
+
+    @_s3_call
+    def inspect_input(self, key: str, head_bytes: int) -> tuple[int, bytes]:
+        """``(size, first bytes)`` of an uploaded input: what the API checks before it takes a job
+        that names it, without reading the whole object."""
+        size = self.client.stat_object(self.input_bucket, key).size or 0
+        resp = self.client.get_object(self.input_bucket, key, offset=0, length=head_bytes)
+        try:
+            return size, resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    @_s3_call
+    def open_result(self, key: str) -> StreamedObject:
+        """A result's bytes as a stream (the API relays them without holding them whole)."""
+        resp = self.client.get_object(self.result_bucket, key)
+        return StreamedObject(resp, resp.headers.get("Content-Type", "application/octet-stream"),
+                              resp.headers.get("Content-Length"))
 
     def get_input(self, key: str) -> StoredObject:
         return self._get(self.input_bucket, key)
 
     def get_result(self, key: str) -> StoredObject:
         return self._get(self.result_bucket, key)
-
-    @_s3_call
-    def list_keys(self, bucket: str, prefix: str) -> list[str]:
-        return [o.object_name for o in self.client.list_objects(bucket, prefix=prefix, recursive=True)]
-
-    @_s3_call
-    def delete_job(self, tenant: str, job_id: str) -> int:
-        """Remove every object of a job from both buckets; returns how many were removed."""
-        n = 0
-        prefix = f"{tenant}/{job_id}/"
-        for bucket in (self.input_bucket, self.result_bucket):
-            for o in self.client.list_objects(bucket, prefix=prefix, recursive=True):
-                self.client.remove_object(bucket, o.object_name)
-                n += 1
-        return n
 
     # presigned URLs: computed locally (no request), so they never fail on an outage
     @_s3_call
@@ -254,7 +274,7 @@ class Storage:
     def presigned_upload_url(self, tenant: str, upload_id: str, *, extension: str = "",
                              expiry_seconds: int | None = None) -> tuple[str, str]:
         """A presigned PUT for a client upload of one input; returns ``(key, url)``."""
-        key = object_key(tenant, upload_id, "input", 0, extension)
+        key = object_key(tenant, upload_id, "input", extension)
         exp = timedelta(seconds=expiry_seconds) if expiry_seconds else self.presign_put_expiry
         return key, self.presign_client.presigned_put_object(self.input_bucket, key, expires=exp)
 

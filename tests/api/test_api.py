@@ -116,10 +116,32 @@ def test_uploaded_key_checks(api) -> None:
         c.submit(input_key=not_image, operation="mask")
 
 
+def test_a_named_image_must_be_an_upload_of_the_same_tenant(api) -> None:
+    """background_image and logo name uploads: a missing one, or another tenant's, is refused at submit
+    (422 naming the field), before anything is stored or queued."""
+    c = api.client()
+    mine, theirs = c.upload(png_bytes(30, 30), "image/png"), api.client(KEY_B).upload(png_bytes(30, 30), "image/png")
+    missing = f"{TENANT_A}/{uuid.uuid4().hex}/input.png"
+    before = len(c.list(limit=100)["jobs"])
+    for operation, params, field in (
+        ("swap", {"background_image": missing}, "params.background_image"),
+        ("swap", {"logo": theirs}, "params.logo"),
+        ("swap", {"background_image": mine, "logo": "../../etc/passwd"}, "params.logo"),
+        ("faceblur", {"background": "swap", "background_params": {"logo": theirs}},
+         "params.background_params.logo"),
+    ):
+        with pytest.raises(InvalidParameterError) as e:
+            c.submit(png_bytes(), operation, params)
+        assert e.value.field == field, (params, e.value)
+    assert len(c.list(limit=100)["jobs"]) == before  # nothing was queued
+    job = c.submit(png_bytes(), "swap", {"background_image": mine, "logo": mine})
+    assert job["state"] == "queued"
+
+
 def test_list_newest_first_with_cursor_and_state(api, store) -> None:
     c = api.client(KEY_B)
     ids = [c.submit(png_bytes(seed=i), "mask")["id"] for i in range(5)]
-    store.cancel(ids[1])
+    store.cancel_queued(ids[1])
     seen, cursor = [], None
     while True:
         page = c.list(limit=2, cursor=cursor)
@@ -145,11 +167,11 @@ def test_batch_counts_states(api, store) -> None:
     assert batch["total"] == 3 and batch["counts"]["queued"] == 3 and not batch["done"]
     jobs = [j["id"] for j in batch["jobs"]]
     store.mark_running(jobs[0])
-    store.mark_succeeded(jobs[0], [])
-    store.cancel(jobs[1])
+    store.mark_succeeded(jobs[0], f"{TENANT_A}/{jobs[0]}/result.png")
+    store.cancel_queued(jobs[1])
     got = c.get_batch(batch["id"])
     assert got["counts"] == {"queued": 1, "running": 0, "succeeded": 1, "failed": 0, "canceled": 1}
-    store.cancel(jobs[2])
+    store.cancel_queued(jobs[2])
     assert c.get_batch(batch["id"])["done"] is True
     with pytest.raises(NotFoundError):
         api.client(KEY_B).get_batch(batch["id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -133,7 +134,14 @@ def test_cancel_queued_sends_canceled_webhook_and_worker_skips(served, worker_fo
     assert c.cancel(job["id"])["state"] == "canceled"
     worker_for(served, concurrency=1)  # the revoked message must not bring the job back
     headers, body = receiver.wait_for(1)[0]
-    assert json.loads(body)["type"] == "job.canceled"
+    event = json.loads(body)
+    assert event["type"] == "job.canceled"
     assert verify(served.settings.webhook_secret, headers, body)
     time.sleep(1.0)
     assert c.get(job["id"])["state"] == "canceled"
+    # the webhook carries the document GET answers with; the cancel is counted like any other end
+    assert event["data"] == c.get(job["id"])
+    metrics = urllib.request.urlopen(f"{served.url}/metrics", timeout=5).read().decode()
+    canceled = [line for line in metrics.splitlines()
+                if line.startswith("maskq_jobs_finished_total{") and 'state="canceled"' in line]
+    assert canceled and float(canceled[0].split()[-1]) >= 1.0, canceled

@@ -72,7 +72,7 @@ def test_client_maps_error_bodies_to_classes() -> None:
 def test_backlog_guard_caches_and_counts_what_it_sent(redis_url) -> None:
     import redis
 
-    from api.backlog import BacklogGuard
+    from maskq.service.backlog import BacklogGuard
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     now = [100.0]
@@ -92,11 +92,11 @@ def test_backlog_guard_caches_and_counts_what_it_sent(redis_url) -> None:
 def test_cancel_queued_is_refused_once_running_and_events_round_trip(job_store) -> None:
     from maskq.service.records import Job, JobState
 
-    job, _ = job_store.create("t", "mask", {}, ["t/a/input/0.png"], webhook_url="http://h/x",
+    job, _ = job_store.create("t", "mask", {}, "t/a/input.png", webhook_url="http://h/x",
                               webhook_events=["job.canceled"])
     assert Job.from_hash(job.to_hash()).webhook_events == ["job.canceled"]
     assert job_store.get(job.id).webhook_events == ["job.canceled"]
-    running, _ = job_store.create("t", "mask", {}, ["t/b/input/0.png"])
+    running, _ = job_store.create("t", "mask", {}, "t/b/input.png")
     job_store.mark_running(running.id)
     t = job_store.cancel_queued(running.id)
     assert not t.applied and t.previous is JobState.RUNNING and job_store.get(running.id).state is JobState.RUNNING

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from maskq.errors import InvalidImageError, InvalidParameterError, MaskqError, ModelUnavailableError
-from maskq.pipeline import STAGES, Pipeline
+from maskq.pipeline import STAGES, Pipeline, WorkItem
 from maskq.settings import load_settings
 from tests.imagecheck import save_failure
 from tests.maskq.conftest import to_bytes
@@ -67,11 +67,11 @@ def test_batch_outcomes_are_independent(pipeline, sample_bytes):
     good = sample_bytes["chelsea"]
     outcomes = pipeline.process_many(
         [
-            (good, "remove", {}),
-            (b"not an image", "remove", {}),
-            (good[:5000], "mask", {}),
-            (good, "blur", {"strength": 500}),
-            (sample_bytes["coffee"], "mask", {}),
+            WorkItem(good, "remove", {}),
+            WorkItem(b"not an image", "remove", {}),
+            WorkItem(good[:5000], "mask", {}),
+            WorkItem(good, "blur", {"strength": 500}),
+            WorkItem(sample_bytes["coffee"], "mask", {}),
         ]
     )
     kinds = [o.code if isinstance(o, MaskqError) else "ok" for o in outcomes]

@@ -26,16 +26,19 @@ def _collect(collector: BacklogCollector) -> dict:
 
 
 def test_backlog_counts_queued_and_taken_messages_per_queue(redis_url):
+    from maskq.service.queue import Publisher
     from maskq.settings import load_settings
-    from worker.app import create_app, enqueue_job
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    app = create_app(load_settings(redis_url=redis_url))
+    settings = load_settings(redis_url=redis_url)
+    cpu = Publisher.from_settings(settings)
+    gpu = Publisher(cpu.app, "gpu")
+    app = cpu.app
     try:
         for i in range(5):
-            enqueue_job(f"job-cpu-{i}", queue="cpu", celery_app=app)  # real Celery messages
+            cpu.send_job(f"job-cpu-{i}")  # real Celery messages
         for i in range(2):
-            enqueue_job(f"job-gpu-{i}", queue="gpu", celery_app=app)
+            gpu.send_job(f"job-gpu-{i}")
         assert r.llen("cpu") == 5
         r.lpush(f"cpu{PRIORITY_SEP}6", "{}")  # a prioritised message counts too
         # a worker took two cpu messages and one gpu message (kombu's unacked hash), one webhook

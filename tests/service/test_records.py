@@ -10,7 +10,6 @@ from maskq.errors import InvalidParameterError, NotFoundError, StorageUnavailabl
 from maskq.service.records import (
     TERMINAL_STATES,
     TRANSITIONS,
-    ItemOutcome,
     Job,
     JobState,
     JobStore,
@@ -44,27 +43,39 @@ def test_live_states_reach_every_end():
 def test_hash_round_trip_keeps_every_field():
     job = Job(id="a1", tenant="acme", operation="swap", params={"background_color": "#fff", "n": [1, 2]},
               state=JobState.SUCCEEDED, created_at=1700000000.25,
-              input_keys=["acme/a1/input/0.png", "acme/a1/input/1.png"],
+              input_key="acme/a1/input.png",
               started_at=1700000001.5, finished_at=1700000002.75, attempts=2, lost_attempts=1,
-              result_keys=["acme/a1/result/0.png"],
-              items=[ItemOutcome(0, JobState.SUCCEEDED, "acme/a1/result/0.png", "image/png", 10, 20,
-                                 confidence=0.42, review=True),
-                     ItemOutcome(1, JobState.FAILED, error_code="invalid_image", error_message="truncated")],
+              result_key="acme/a1/result.png",
               timings={"infer": 0.1}, webhook_url="http://127.0.0.1:1/h", idempotency_key="k1",
               confidence=0.42, review=True)
     h = job.to_hash()
     assert all(isinstance(v, str) for v in h.values())
-    assert h["input_key"] == "acme/a1/input/0.png" and h["result_key"] == "acme/a1/result/0.png"
+    assert h["input_key"] == "acme/a1/input.png" and h["result_key"] == "acme/a1/result.png"
     assert Job.from_hash(h) == job
 
 
 def test_public_document_hides_storage_keys_and_uses_iso_times():
     job = Job(id="a1", tenant="acme", operation="mask", params={}, state=JobState.FAILED, created_at=0.0,
-              input_keys=["acme/a1/input/0"], error_code="invalid_image", error_message="bad")
-    doc = job.to_public()
+              input_key="acme/a1/input", error_code="invalid_image", error_message="bad")
+    doc = job.document(lambda key: f"https://s3/{key}?signed")
     assert doc["created_at"] == "1970-01-01T00:00:00Z"
     assert doc["error"] == {"code": "invalid_image", "message": "bad"}
-    assert "input_key" not in str(doc) and "acme/a1" not in str(doc)
+    assert "input_key" not in str(doc) and "acme/a1" not in str(doc) and "result_url" not in doc
+    done = Job(id="a2", tenant="acme", operation="mask", params={}, state=JobState.SUCCEEDED, created_at=0.0,
+               input_key="acme/a2/input", result_key="acme/a2/result.png")
+    assert done.document(lambda key: f"https://s3/{key}?signed")["result_url"] == "https://s3/acme/a2/result.png?signed"
+
+
+def test_one_predicate_says_which_ends_are_notified():
+    job = Job(id="a1", tenant="acme", operation="mask", params={}, state=JobState.FAILED, created_at=0.0,
+              input_key="k", webhook_url="https://h/x")
+    assert job.wants_webhook()  # no events named: every end
+    job.webhook_events = ["job.succeeded", "job.canceled"]
+    assert not job.wants_webhook()
+    job.state = JobState.CANCELED
+    assert job.wants_webhook()
+    job.webhook_url = None
+    assert not job.wants_webhook()
 
 
 def test_cursor_round_trip_and_garbage():
@@ -113,12 +124,12 @@ def test_life_of_a_job(job_store: JobStore):
     assert t.applied and t.job.state is JobState.QUEUED and t.job.error_code == "storage_unavailable"
     t = job_store.mark_running(job.id)
     assert t.job.attempts == 2 and t.job.lost_attempts == 0 and t.job.error_code is None
-    t = job_store.mark_succeeded(job.id, ["acme/r/0.png"], timings={"infer": 0.04})
-    assert t.applied and t.job.state is JobState.SUCCEEDED and t.job.result_key == "acme/r/0.png"
+    t = job_store.mark_succeeded(job.id, "acme/r/result.png", timings={"infer": 0.04})
+    assert t.applied and t.job.state is JobState.SUCCEEDED and t.job.result_key == "acme/r/result.png"
     assert t.job.finished_at >= t.job.started_at and t.job.timings == {"infer": 0.04}
     # a finished job never goes back, whatever is asked
     for move in (lambda: job_store.mark_running(job.id), lambda: job_store.mark_failed(job.id, "internal", "x"),
-                 lambda: job_store.cancel(job.id), lambda: job_store.mark_retrying(job.id, "x", "y")):
+                 lambda: job_store.cancel_queued(job.id), lambda: job_store.mark_retrying(job.id, "x", "y")):
         t2 = move()
         assert not t2.applied and t2.job.state is JobState.SUCCEEDED
     assert job_store.get(job.id).attempts == 2
@@ -133,7 +144,7 @@ def test_redelivery_counts_a_lost_attempt(job_store: JobStore):
 
 def test_cancel_while_queued_wins_over_the_worker(job_store: JobStore):
     job, _ = job_store.create("acme", "mask", {}, "in")
-    assert job_store.cancel(job.id).applied
+    assert job_store.cancel_queued(job.id).applied
     t = job_store.mark_running(job.id)
     assert not t.applied and t.job.state is JobState.CANCELED
     with pytest.raises(NotFoundError):
@@ -151,11 +162,11 @@ def test_racing_transitions_have_exactly_one_winner(job_store: JobStore):
         def racer(i: int, job_id: str = job.id, barrier: threading.Barrier = barrier, wins: list[str] = wins) -> None:
             barrier.wait()
             if i % 3 == 0:
-                t = job_store.cancel(job_id)
+                t = job_store.cancel_queued(job_id)  # refused: the job runs
             elif i % 3 == 1:
                 t = job_store.mark_failed(job_id, "internal", str(i))
             else:
-                t = job_store.mark_succeeded(job_id, [f"r{i}"])
+                t = job_store.mark_succeeded(job_id, f"r{i}")
             if t.applied:
                 wins.append(t.job.state.value)
 
@@ -168,18 +179,27 @@ def test_racing_transitions_have_exactly_one_winner(job_store: JobStore):
         assert job_store.get(job.id).state.value == wins[0]
 
 
-def test_batch_items_are_recorded_one_by_one(job_store: JobStore):
-    job, _ = job_store.create("acme", "mask", {}, ["a", "b", "c"])
-    assert job.is_batch and job.input_key == "a"
-    job_store.mark_running(job.id)
-    items = [ItemOutcome(0, JobState.SUCCEEDED, "r0", "image/png", 4, 4),
-             ItemOutcome(1, JobState.FAILED, error_code="invalid_image", error_message="truncated"),
-             ItemOutcome(2, JobState.SUCCEEDED, "r2", "image/png", 4, 4)]
-    job_store.mark_succeeded(job.id, ["r0", "r2"], items)
-    got = job_store.get(job.id)
-    assert [i.state for i in got.items] == [JobState.SUCCEEDED, JobState.FAILED, JobState.SUCCEEDED]
-    assert got.items[1].error_code == "invalid_image"
-    assert [i["state"] for i in got.to_public()["items"]] == ["succeeded", "failed", "succeeded"]
+def test_a_batch_and_its_jobs_are_written_at_once(job_store: JobStore):
+    class Msg:
+        def __init__(self, job_id: str) -> None:
+            self.queue, self.payload = "test-queue", f"message for {job_id}"
+
+    batch = job_store.create_batch("acme", "mask", {"format": "png"}, [("j1", "acme/j1/input.png"),
+                                                                      ("j2", "acme/j2/input.png")],
+                                   batch_id="b1", message=Msg)
+    assert batch.job_ids == ["j1", "j2"]
+    assert job_store.r.lrange("test-queue", 0, -1) == ["message for j2", "message for j1"]
+    job_store.mark_running("j1")
+    job_store.mark_failed("j1", "invalid_image", "truncated")
+    got, states = job_store.batch_states("b1", "acme")
+    assert got == batch and states == [("j1", "failed"), ("j2", "queued")]
+    doc = got.document(states)
+    assert doc["counts"]["failed"] == 1 and doc["counts"]["queued"] == 1 and not doc["done"]
+    with pytest.raises(NotFoundError):  # another tenant's batch does not exist for it
+        job_store.batch_states("b1", "other")
+    # an id that exists already fails the whole batch: nothing of it is written
+    with pytest.raises(InvalidParameterError):
+        job_store.create_batch("acme", "mask", {}, [("j3", "k3"), ("j1", "k1")], batch_id="b2")
 
 
 def test_list_for_tenant_newest_first_with_cursor(job_store: JobStore):
@@ -250,10 +270,10 @@ def test_review_index_is_written_by_the_transition_that_marks_success(job_store:
     other, _ = store.create("globex", "mask", {}, "x")
     for i, job in enumerate(made):
         store.mark_running(job.id)
-        t = store.mark_succeeded(job.id, [f"r{i}"], confidence=0.1 * i, review=i % 2 == 0, tenant="acme")
+        t = store.mark_succeeded(job.id, f"r{i}", confidence=0.1 * i, review=i % 2 == 0, tenant="acme")
         assert t.applied and t.job.review is (i % 2 == 0) and t.job.confidence == pytest.approx(0.1 * i)
     store.mark_running(other.id)
-    store.mark_succeeded(other.id, ["r"], confidence=0.01, review=True, tenant="globex")
+    store.mark_succeeded(other.id, "r", confidence=0.01, review=True, tenant="globex")
     flagged = [j.id for j in made[::2]][::-1]  # newest first
     seen, cursor = [], None
     while True:
@@ -265,7 +285,7 @@ def test_review_index_is_written_by_the_transition_that_marks_success(job_store:
     assert all(j.review for j in store.list_for_tenant("acme", review=True)[0])
     assert [j.id for j in store.list_for_tenant("globex", review=True)[0]] == [other.id]
     # a refused transition (the job is finished already) adds nothing
-    assert not store.mark_succeeded(made[1].id, ["again"], review=True, tenant="acme").applied
+    assert not store.mark_succeeded(made[1].id, "again", review=True, tenant="acme").applied
     assert made[1].id not in {j.id for j in store.list_for_tenant("acme", review=True)[0]}
     # an expired record leaves the review listing too
     store.r.delete(store.job_key(made[0].id))

@@ -12,37 +12,43 @@ from maskq.errors import ConfigurationError, InvalidParameterError, NotFoundErro
 from maskq.local.embedded import S3Server, free_port, port_is_free
 from maskq.service.storage import Storage, object_key
 from maskq.settings import load_settings
+from tests.conftest import object_keys
 
 
 def test_object_keys_are_scoped_and_safe():
-    assert object_key("acme", "abc123", "result", 2, "png") == "acme/abc123/result/2.png"
-    assert object_key("acme", "abc123", "input", 0, "") == "acme/abc123/input/0"
+    assert object_key("acme", "abc123", "result", "png") == "acme/abc123/result.png"
+    assert object_key("acme", "abc123", "input", "") == "acme/abc123/input"
     for tenant, job in (("../etc", "x"), ("a/b", "x"), ("acme", ".."), ("", "x"), ("acme", "a b")):
         with pytest.raises(InvalidParameterError):
-            object_key(tenant, job, "input", 0, "png")
+            object_key(tenant, job, "input", "png")
     with pytest.raises(InvalidParameterError):
-        object_key("acme", "j", "input", 0, "png/../../x")
+        object_key("acme", "j", "input", "png/../../x")
 
 
 def test_put_get_round_trip_with_content_type_and_metadata(storage: Storage):
     data = bytes(range(256)) * 1000
     key = storage.put_result("acme", "job1", data, extension="png", content_type="image/png", metadata={"job": "job1"})
-    assert key == "acme/job1/result/0.png"
+    assert key == "acme/job1/result.png"
     obj = storage.get_result(key)
     assert obj.data == data and obj.content_type == "image/png" and obj.metadata.get("job") == "job1"
-    ikey = storage.put_input("acme", "job1", b"raw", index=3, extension="jpg", content_type="image/jpeg")
-    assert storage.get_input(ikey).data == b"raw"
-    assert storage.list_keys(storage.input_bucket, "acme/job1/") == [ikey]
-    assert storage.delete_job("acme", "job1") == 2
+    streamed = storage.open_result(key)
+    assert b"".join(streamed.chunks(4096)) == data and streamed.content_type == "image/png"
+    assert streamed.content_length == str(len(data))
+    ikey = storage.put_input("acme", "job1", b"raw-bytes", extension="jpg", content_type="image/jpeg")
+    assert storage.get_input(ikey).data == b"raw-bytes"
+    assert storage.inspect_input(ikey, 3) == (9, b"raw")
+    assert object_keys(storage, storage.input_bucket, "acme/job1/") == [ikey]
     with pytest.raises(NotFoundError):
-        storage.get_result(key)
+        storage.get_result("acme/job1/result.webp")
+    with pytest.raises(NotFoundError):
+        storage.inspect_input("acme/nothing/input.png", 64)
 
 
 def test_overwriting_a_result_keeps_one_object(storage: Storage):
     for n in range(3):
         storage.put_result("acme", "dup", f"v{n}".encode(), extension="png", content_type="image/png")
-    assert storage.list_keys(storage.result_bucket, "acme/dup/") == ["acme/dup/result/0.png"]
-    assert storage.get_result("acme/dup/result/0.png").data == b"v2"
+    assert object_keys(storage, storage.result_bucket, "acme/dup/") == ["acme/dup/result.png"]
+    assert storage.get_result("acme/dup/result.png").data == b"v2"
 
 
 def test_presigned_get_works_and_a_tampered_one_does_not(storage: Storage):
@@ -59,7 +65,7 @@ def test_presigned_get_works_and_a_tampered_one_does_not(storage: Storage):
 
 def test_presigned_put_upload(storage: Storage):
     key, url = storage.presigned_upload_url("acme", "up1", extension="jpg")
-    assert key == "acme/up1/input/0.jpg"
+    assert key == "acme/up1/input.jpg"
     req = urllib.request.Request(url, data=b"\xff\xd8uploaded", method="PUT",
                                  headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(req, timeout=10) as resp:

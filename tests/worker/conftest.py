@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -155,37 +155,34 @@ class Client:
     """Submits jobs the way the API does: input to S3 first, then the record, then the task."""
 
     def __init__(self, settings: Settings, jobs: JobStore, storage: Storage) -> None:
-        from worker.app import create_app
+        from maskq.service.queue import Publisher
 
         self.settings = settings
         self.jobs = jobs
         self.storage = storage
-        self.celery = create_app(settings)
+        self.publisher = Publisher.from_settings(settings)
+        self.celery = self.publisher.app
 
-    def put_inputs(self, job_id: str, images: Iterable[bytes], tenant: str = "t1", extension: str = "png") -> list[str]:
-        return [self.storage.put_input(tenant, job_id, data, index=i, extension=extension)
-                for i, data in enumerate(images)]
+    def put_input(self, job_id: str, data: bytes, tenant: str = "t1", extension: str = "png") -> str:
+        return self.storage.put_input(tenant, job_id, data, extension=extension)
 
-    def submit(self, data: bytes | list[bytes], operation: str = "mask", params: dict | None = None, *,
+    def submit(self, data: bytes, operation: str = "mask", params: dict | None = None, *,
                tenant: str = "t1", extension: str = "png", webhook_url: str | None = None,
-               input_keys: list[str] | None = None, job_id: str | None = None) -> str:
+               input_key: str | None = None, job_id: str | None = None) -> str:
         from maskq.service.records import new_job_id
-        from worker.app import enqueue_job
 
         job_id = job_id or new_job_id()
-        keys = input_keys or self.put_inputs(job_id, data if isinstance(data, list) else [data], tenant, extension)
-        self.create(job_id, keys, operation, params, tenant=tenant, webhook_url=webhook_url)
-        enqueue_job(job_id, celery_app=self.celery)
+        key = input_key or self.put_input(job_id, data, tenant, extension)
+        self.create(job_id, key, operation, params, tenant=tenant, webhook_url=webhook_url)
+        self.publisher.send_job(job_id)
         return job_id
 
-    def create(self, job_id: str, keys: list[str], operation: str = "mask", params: dict | None = None, *,
+    def create(self, job_id: str, key: str, operation: str = "mask", params: dict | None = None, *,
                tenant: str = "t1", webhook_url: str | None = None) -> Job:
-        return self.jobs.create(tenant, operation, params or {}, keys, job_id=job_id, webhook_url=webhook_url)[0]
+        return self.jobs.create(tenant, operation, params or {}, key, job_id=job_id, webhook_url=webhook_url)[0]
 
     def enqueue(self, job_id: str) -> None:
-        from worker.app import enqueue_job
-
-        enqueue_job(job_id, celery_app=self.celery)
+        self.publisher.send_job(job_id)
 
     def wait(self, ids: list[str], timeout: float = 120.0, poll: float = 0.2) -> dict[str, Job]:
         """Until every job is terminal; fails with the states seen when the time is up."""

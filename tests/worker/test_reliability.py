@@ -11,7 +11,7 @@ import pytest
 
 from maskq.local.embedded import RedisServer, S3Server
 from maskq.service.records import JobState
-from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, object_keys
 from tests.worker.conftest import make_client, needs_model, png_bytes
 
 pytestmark = [needs_model, pytest.mark.slow]
@@ -61,7 +61,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(redis_url, s3_serv
     jobs = c.wait(ids, timeout=240, poll=0.5)
     states = Counter(j.state.value for j in jobs.values())
     assert states == {"succeeded": KILL_JOBS}, states
-    keys = c.storage.list_keys(c.storage.result_bucket, "t1/")
+    keys = object_keys(c.storage, c.storage.result_bucket, "t1/")
     per_job = Counter(k.split("/")[1] for k in keys)
     assert len(keys) == KILL_JOBS and set(per_job) == set(ids) and set(per_job.values()) == {1}
     # the kills really interrupted work: some jobs ran more than once, and were recorded once
@@ -86,7 +86,7 @@ def test_s3_outage_retries_then_storage_unavailable_and_recovers(redis_url, tmp_
             from maskq.service.records import new_job_id
 
             jid = new_job_id()
-            pending.append((jid, c.put_inputs(jid, [png_bytes()])))
+            pending.append((jid, c.put_input(jid, png_bytes())))
         s3.stop()
         t0 = time.monotonic()
         for jid, keys in pending:
@@ -125,7 +125,7 @@ def test_s3_back_within_the_retry_budget_the_job_succeeds(redis_url, tmp_path, s
         from maskq.service.records import new_job_id
 
         jid = new_job_id()
-        keys = c.put_inputs(jid, [png_bytes()])
+        keys = c.put_input(jid, png_bytes())
         s3.stop()
         c.create(jid, keys)
         c.enqueue(jid)

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from maskq.service.records import JobState
+from tests.conftest import object_keys
 from tests.worker.conftest import Client, WorkerProcess, make_client, needs_model, png_bytes
 from worker import webhooks
 
@@ -55,7 +56,7 @@ def test_each_operation_produces_a_result(svc, operation, params):
     jid = c.submit(png_bytes(80, 60), operation, params)
     job = c.wait([jid], timeout=60)[jid]
     assert job.state is JobState.SUCCEEDED, job.error_message
-    assert job.attempts == 1 and job.result_key == f"t1/{jid}/result/0.{job.result_key.rsplit('.', 1)[1]}"
+    assert job.attempts == 1 and job.result_key == f"t1/{jid}/result.{job.result_key.rsplit('.', 1)[1]}"
     obj = c.storage.get_result(job.result_key)
     img = _image(obj.data)
     assert obj.content_type == Image.MIME[img.format]
@@ -75,20 +76,15 @@ def test_swap_with_a_background_image_from_the_tenants_uploads(svc):
     assert jobs[jid2].state is JobState.FAILED and jobs[jid2].error_code == "invalid_parameter"
 
 
-def test_batch_job_records_each_image_on_its_own(svc):
+def test_a_broken_image_fails_its_job_alone(svc):
     c, _ = svc
-    good, bad = png_bytes(40, 40, 1), png_bytes(40, 40, 2)[:60]
-    jid = c.submit([good, bad, png_bytes(50, 30, 3)], "mask")
-    job = c.wait([jid], timeout=60)[jid]
-    assert job.state is JobState.SUCCEEDED
-    assert [i.state for i in job.items] == [JobState.SUCCEEDED, JobState.FAILED, JobState.SUCCEEDED]
-    assert job.items[1].error_code == "invalid_image"
-    assert (job.items[2].width, job.items[2].height) == (50, 30)
-    assert sorted(c.storage.list_keys(c.storage.result_bucket, f"t1/{jid}/")) == [
-        f"t1/{jid}/result/0.png", f"t1/{jid}/result/2.png"]
-    all_bad = c.submit([b"", b"text"], "mask")
-    job = c.wait([all_bad], timeout=60)[all_bad]
-    assert job.state is JobState.FAILED and job.error_code in INPUT_CODES and len(job.items) == 2
+    good, truncated = c.submit(png_bytes(50, 30, 3), "mask"), c.submit(png_bytes(40, 40, 2)[:60], "mask")
+    empty, text = c.submit(b"", "mask"), c.submit(b"text", "mask")
+    jobs = c.wait([good, truncated, empty, text], timeout=60)
+    assert jobs[good].state is JobState.SUCCEEDED
+    assert object_keys(c.storage, c.storage.result_bucket, f"t1/{good}/") == [f"t1/{good}/result.png"]
+    assert jobs[truncated].state is JobState.FAILED and jobs[truncated].error_code == "invalid_image"
+    assert all(jobs[j].state is JobState.FAILED and jobs[j].error_code in INPUT_CODES for j in (empty, text))
 
 
 def test_the_record_carries_each_masks_confidence_and_the_review_flag(svc):
@@ -96,18 +92,14 @@ def test_the_record_carries_each_masks_confidence_and_the_review_flag(svc):
     flagged = c.submit(png_bytes(80, 60), "remove", {"review_below": 1.0})
     clean = c.submit(png_bytes(80, 60), "remove", {"review_below": 0.0})
     faces = c.submit(png_bytes(80, 60), "faceblur", {})  # no matte: no confidence
-    batch = c.submit([png_bytes(40, 40, 1), b"broken", png_bytes(50, 30, 3)], "mask", {"review_below": 1.0})
-    jobs = c.wait([flagged, clean, faces, batch], timeout=90)
+    jobs = c.wait([flagged, clean, faces], timeout=90)
     assert all(j.state is JobState.SUCCEEDED for j in jobs.values()), {k: j.error_message for k, j in jobs.items()}
-    doc = jobs[flagged].to_public()  # the job document (API bodies and webhook payloads)
+    doc = jobs[flagged].document(c.storage.presigned_result_url)  # API bodies and webhook payloads
     assert 0.0 <= doc["confidence"] <= 1.0 and doc["review"] is True
     assert jobs[clean].review is False and jobs[clean].confidence == doc["confidence"]  # same image, same mask
-    assert jobs[faces].to_public()["confidence"] is None and jobs[faces].review is None
-    items = jobs[batch].to_public()["items"]
-    assert [i.get("review") for i in items] == [True, None, True]
-    assert jobs[batch].confidence == min(items[0]["confidence"], items[2]["confidence"])
+    assert jobs[faces].confidence is None and jobs[faces].review is None
     listed = {j.id for j in c.jobs.list_for_tenant("t1", review=True)[0]}
-    assert {flagged, batch} <= listed and not {clean, faces} & listed
+    assert flagged in listed and not {clean, faces} & listed
 
 
 def test_bad_parameters_fail_the_job_not_the_worker(svc):
@@ -123,8 +115,8 @@ def test_bad_parameters_fail_the_job_not_the_worker(svc):
 def test_canceled_while_queued_is_skipped(svc):
     c, _ = svc
     jid = "canceled0001"
-    c.create(jid, c.put_inputs(jid, [png_bytes()]))
-    assert c.jobs.cancel(jid).applied
+    c.create(jid, c.put_input(jid, png_bytes()))
+    assert c.jobs.cancel_queued(jid).applied
     c.enqueue(jid)
     # the queue is FIFO and each process holds one message: once one marker per process is done,
     # the messages sent before them have been handled
@@ -132,7 +124,7 @@ def test_canceled_while_queued_is_skipped(svc):
     c.wait(markers, timeout=60)
     job = c.jobs.get(jid)
     assert job.state is JobState.CANCELED and job.attempts == 0
-    assert c.storage.list_keys(c.storage.result_bucket, f"t1/{jid}/") == []
+    assert object_keys(c.storage, c.storage.result_bucket, f"t1/{jid}/") == []
 
 
 def test_duplicate_delivery_of_a_finished_job_does_nothing(svc):
@@ -152,7 +144,7 @@ def test_a_job_that_keeps_killing_its_worker_is_failed(svc):
     """The poison budget: a record that shows max_lost_attempts - 1 lost runs already, still running."""
     c, _ = svc
     jid = "poison000001"
-    c.create(jid, c.put_inputs(jid, [png_bytes()]))
+    c.create(jid, c.put_input(jid, png_bytes()))
     c.jobs.mark_running(jid)
     for _ in range(c.settings.max_lost_attempts - 1):
         c.jobs.mark_running(jid)  # as if a worker died mid-run, each time

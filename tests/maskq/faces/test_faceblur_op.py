@@ -29,11 +29,11 @@ def pipeline() -> Pipeline:
 def test_faceblur_needs_a_matte_only_with_a_background() -> None:
     from maskq.params import parse_params
 
-    op = OPERATIONS["faceblur"]
-    assert not op.wants_matte(parse_params("faceblur", {}))
-    assert op.wants_matte(parse_params("faceblur", {"background": "remove"}))
+    assert "faceblur" in OPERATIONS
+    assert not parse_params("faceblur", {}).needs_matte()
+    assert parse_params("faceblur", {"background": "remove"}).needs_matte()
     swap = parse_params("faceblur", {"background": "swap", "background_params": {"logo": "logo.png"}})
-    assert op.asset_refs(swap) == ["logo.png"]
+    assert swap.asset_refs() == {"background_params.logo": "logo.png"}
 
 
 def test_faceblur_combined_with_background_removal() -> None:

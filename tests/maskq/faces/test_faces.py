@@ -11,8 +11,7 @@ from maskq import defaults
 from maskq.errors import InvalidImageError, InvalidParameterError, ModelUnavailableError
 from maskq.faces.blur import anonymize, grown_box
 from maskq.faces.detector import PIXEL_BUDGETS, Face, FaceDetector
-from maskq.faces.params import FaceBlurParams
-from maskq.params import parse_params
+from maskq.params import FaceBlurParams, parse_params
 
 SAMPLES = defaults.REPO_ROOT / "samples"
 DATA = defaults.REPO_ROOT / "tests" / "data"

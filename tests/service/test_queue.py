@@ -1,4 +1,4 @@
-"""The API writes the Celery message itself (worker.publish): it must be the message Celery sends."""
+"""The API writes the Celery message itself (maskq.service.queue): it must be the message Celery sends."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import json
 import redis
 
 from maskq import logging as mlog
+from maskq.service.queue import PROCESS_TASK, create_celery, task_message
 from maskq.settings import Settings
-from worker.app import PROCESS_TASK, create_app
-from worker.publish import task_message
 
 
 def _without_delivery_tag(raw: str | bytes) -> dict:
@@ -20,7 +19,7 @@ def _without_delivery_tag(raw: str | bytes) -> dict:
 
 
 def test_the_message_is_the_one_send_task_publishes(settings: Settings):
-    app = create_app(settings)
+    app = create_celery(settings)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         with mlog.bind(job_id="job-1", tenant="acme"):  # before_task_publish copies these into headers
