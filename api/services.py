@@ -3,20 +3,17 @@ backlog guard, key ring, metrics. Kept on ``app.state.services``."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from api.auth import KeyRing
 from api.backlog import BacklogGuard
 from api.metrics import ApiMetrics
-from maskq import defaults
+from maskq import defaults, webhook_address
 from maskq.backlog import BacklogCollector
-from maskq.errors import InvalidParameterError, NotFoundError
+from maskq.errors import NotFoundError
 from maskq.jobs import Job, JobStore, new_job_id
 from maskq.settings import Settings
 from maskq.storage import Storage
@@ -114,30 +111,10 @@ def wants_event(job: Job, state: str) -> bool:
 
 
 def check_webhook_url(url: str, allow_private: bool) -> str:
-    """http(s) with a host; unless ``allow_private``, every address the host resolves to must be
-    public (no loopback, private, link-local — cloud metadata at 169.254.169.254 —, multicast,
-    reserved or unspecified ones): a webhook must not reach the cluster's inside (SSRF)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidParameterError(f"webhook_url is not a valid URL: {url!r}", field="webhook_url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameterError("webhook_url must be an http(s) URL with a host", field="webhook_url")
-    if parts.username or parts.password:
-        raise InvalidParameterError("webhook_url must not carry credentials", field="webhook_url")
-    if allow_private:
-        return url
-    host = parts.hostname
-    try:
-        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise InvalidParameterError(f"webhook_url host {host!r} cannot be resolved", field="webhook_url") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if not addr.is_global or addr.is_multicast:
-            raise InvalidParameterError(
-                f"webhook_url resolves to a non-public address ({addr}); refused", field="webhook_url")
+    """http(s) with a host and no credentials; unless ``allow_private``, every address the host
+    resolves to must be public (SSRF). The rules are :mod:`maskq.webhook_address`'s, which the
+    worker applies again at every delivery (the answer may have changed: DNS rebinding)."""
+    target = webhook_address.parse(url)
+    if not allow_private:  # a laptop's receiver name need not resolve here; delivery resolves it
+        webhook_address.checked_addresses(target, allow_private=False)
     return url
