@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 
 from api.errors import validation_error
 from api.schemas import WEBHOOK_EVENTS, BatchCreate, JobCreate
-from api.services import Services, check_webhook_url
+from api.services import Services
 from maskq import logging as mlog
 from maskq.errors import (
     BacklogFullError,
@@ -38,6 +38,7 @@ from maskq.errors import (
 )
 from maskq.imaging import ACCEPTED_TEXT, open_image, sniff_format, stored_format
 from maskq.params import parse_params, with_default_model
+from maskq.service import webhook_address
 from maskq.service.records import Batch, Job, new_job_id
 
 SNIFF_BYTES = 64  # enough for every signature sniff_format knows (AVIF's ftyp box is the longest)
@@ -170,7 +171,7 @@ def check_webhook(svc: Services, url: str | None, events: list[str]) -> tuple[st
         if events:
             raise InvalidParameterError("webhook_events given without webhook_url", field="webhook_url")
         return None, []
-    return check_webhook_url(url, svc.settings.webhook_allow_private), events
+    return webhook_address.check_url(url, svc.settings.webhook_allow_private), events
 
 
 def check_image(svc: Services, data: bytes, field_: str) -> tuple[str, str]:

@@ -3,17 +3,13 @@ queue's publisher, the backlog guard, the key ring, metrics. Kept on ``app.state
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from fastapi import Request
 
 from api.auth import KeyRing
 from api.metrics import ApiMetrics
 from maskq import defaults
-from maskq.errors import InvalidParameterError
 from maskq.service.backlog import BacklogCollector, BacklogGuard
 from maskq.service.queue import Publisher
 from maskq.service.records import JobStore
@@ -54,33 +50,3 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
-
-
-def check_webhook_url(url: str, allow_private: bool) -> str:
-    """http(s) with a host; unless ``allow_private``, every address the host resolves to must be
-    public (no loopback, private, link-local — cloud metadata at 169.254.169.254 —, multicast,
-    reserved or unspecified ones): a webhook must not reach the cluster's inside (SSRF)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise InvalidParameterError(f"webhook_url is not a valid URL: {url!r}", field="webhook_url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParameterError("webhook_url must be an http(s) URL with a host", field="webhook_url")
-    if parts.username or parts.password:
-        raise InvalidParameterError("webhook_url must not carry credentials", field="webhook_url")
-    if allow_private:
-        return url
-    host = parts.hostname
-    try:
-        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise InvalidParameterError(f"webhook_url host {host!r} cannot be resolved", field="webhook_url") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if not addr.is_global or addr.is_multicast:
-            raise InvalidParameterError(
-                f"webhook_url resolves to a non-public address ({addr}); refused", field="webhook_url")
-    return url

@@ -148,6 +148,7 @@ BACKLOG_CACHE_SECONDS = 1.0
 # Retry-After of a 429: a backlog at the limit drains in minutes; 30 s spreads retries without
 # leaving capacity idle for long.
 BACKLOG_RETRY_AFTER_SECONDS = 30
-# Webhook targets on private, loopback or link-local addresses are refused (SSRF: a job could make the
-# webhook worker call the cluster's internal services). Tests and `maskq up` on a laptop turn it on.
+# Webhook targets on private, loopback or link-local addresses are refused, at submit and again at every
+# delivery (SSRF and DNS rebinding: a job could make the webhook worker call the cluster's internal
+# services). Tests and a laptop's local receiver turn it on; never production.
 WEBHOOK_ALLOW_PRIVATE = False

@@ -70,6 +70,11 @@ MODEL_IMAGES = Counter("maskq_model_images_total", "Images segmented, by model",
 # model or traffic change is the first sign of worse cut-outs. Tenths, finer near the review band.
 MASK_CONFIDENCE = Histogram("maskq_mask_confidence", "Mask confidence of each matte-based result, by model",
                             ["model"], buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0))
+# One webhook POST attempt's outcome (worker/webhooks.post, where it is known): delivered, failed
+# (the receiver did not take it: retried), unresolved (no DNS answer: retried), refused_address (the
+# name resolved to a private, loopback, link-local or metadata address at delivery: not called, not
+# retried), invalid_url.
+WEBHOOK_DELIVERIES = Counter("maskq_webhook_deliveries_total", "Webhook POST attempts by outcome", ["outcome"])
 MODEL_INFO = Gauge("maskq_model_info", "The model a worker serves (value 1)", ["model", "runtime", "precision"],
                    multiprocess_mode="livemax")
 

@@ -188,7 +188,8 @@ def deliver_webhook(self: WebhookTask, job_id: str, state: str) -> int | str:
     body = webhooks.payload(job.document(rt.storage.presigned_result_url))
     headers = webhooks.headers_for(rt.settings.webhook_secret, webhooks.event_id(job_id, state), body)
     try:
-        return webhooks.post(job.webhook_url, body, headers, rt.settings.webhook_timeout_seconds)
-    except InvalidParameterError as exc:  # a bad URL never gets better
+        return webhooks.post(job.webhook_url, body, headers, rt.settings.webhook_timeout_seconds,
+                             allow_private=rt.settings.webhook_allow_private)
+    except InvalidParameterError as exc:  # a bad URL, or a refused address now: see webhooks.post
         log.error("job %s: webhook not sent: %s", job_id, exc)
         return SKIPPED

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.request
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest

@@ -13,7 +13,7 @@ import pytest
 from api.routes.ui import CSP
 from maskq.service.records import JobStore
 from maskq.service.storage import Storage
-from tests.api.conftest import KEY_A, KEY_B, TENANT_A, png_bytes
+from tests.api.conftest import KEY_B, TENANT_A, png_bytes
 from tests.api.test_api import auth, raw
 
 

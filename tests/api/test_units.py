@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from api.errors import validation_error
-from api.services import check_webhook_url
 from maskq import defaults
 from maskq.errors import BacklogFullError, InvalidParameterError, NotFoundError
 from maskq.local.client import error_from
+from maskq.service.webhook_address import check_url as check_webhook_url
 
 _IMPORTS = ("import sys, json, api.main; "
             "print(json.dumps(sorted(m for m in ('onnxruntime', 'tensorflow', 'cv2', 'fastapi') if m in sys.modules)))")

@@ -345,6 +345,33 @@ def test_webhook_is_signed_and_retried_until_delivered(svc):
         rx.close()
 
 
+def test_a_webhook_host_resolving_inside_is_not_called_by_a_production_worker(redis_url, s3_server, start_worker):
+    """With the address policy on (``webhook_allow_private`` false, production), a job whose webhook
+    names a host that resolves to loopback at delivery - as if its name was rebound after submit -
+    finishes, its webhook is never POSTed, and the worker's log line names the job, host and address."""
+    import time
+
+    c = make_client(redis_url, s3_server, webhook_allow_private=False)
+    w = start_worker(c.settings, concurrency=1)
+    rx = Receiver()
+    try:
+        url = rx.url.replace("127.0.0.1", "localhost")  # a name (/etc/hosts) that answers loopback
+        jid = c.submit(png_bytes(), "mask", webhook_url=url)
+        assert c.wait([jid], timeout=60)[jid].state is JobState.SUCCEEDED
+        deadline = time.monotonic() + 30
+        while "webhook not sent" not in w.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = [json.loads(line) for line in w.log_text().splitlines() if line.startswith("{")]
+        refused = [line for line in lines if line.get("webhook_host") == "localhost"]
+        assert refused and refused[0]["job_id"] == jid, lines[-5:]
+        assert refused[0]["refused_address"] in ("127.0.0.1", "::1")
+        time.sleep(1)  # a retry, if there were one, would come within the test backoff (0.2-1 s)
+        assert rx.requests == []
+    finally:
+        rx.close()
+        c.close()
+
+
 def test_a_model_named_by_a_job_is_loaded_on_first_use_and_kept(svc):
     """The worker preloads the default model; a job naming another loads it once, in the process
     that runs it, and the log says which model serves."""
