@@ -16,6 +16,7 @@ whole.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.errors import validation_error
-from api.schemas import WEBHOOK_EVENTS, BatchCreate, JobCreate
+from api.schemas import (
+    WEBHOOK_EVENTS,
+    WEBHOOK_EVENTS_PATTERN,
+    WEBHOOK_URL_MAX,
+    WEBHOOK_URL_PATTERN,
+    BatchCreate,
+    JobCreate,
+)
 from api.services import Services
 from maskq import logging as mlog
 from maskq.errors import (
@@ -41,6 +49,7 @@ from maskq.params import parse_params, with_default_model
 from maskq.service import webhook_address
 from maskq.service.records import Batch, Job, new_job_id
 
+_FORM_TEXT_FIELDS = ("operation", "params", "webhook_url", "webhook_events")
 SNIFF_BYTES = 64  # enough for every signature sniff_format knows (AVIF's ftyp box is the longest)
 
 
@@ -70,6 +79,10 @@ async def read_submission(request: Request, *, many: bool, max_files: int = 1) -
     if ctype == "multipart/form-data":
         name = "images" if many else "image"
         async with request.form(max_files=max_files, max_fields=8) as form:
+            for key in form.keys():
+                if key not in (name, *_FORM_TEXT_FIELDS):
+                    raise InvalidParameterError(f"{key}: unknown field; send {name}, {', '.join(_FORM_TEXT_FIELDS)}",
+                                                field=key)
             files = form.getlist(name)
             if not files or not all(isinstance(f, UploadFile) for f in files) or (not many and len(files) > 1):
                 what = "one or more file fields are" if many else "a file field is"
@@ -117,6 +130,9 @@ def _form_events(form: Any) -> list[str]:
     raw = _form_text(form, "webhook_events")
     if raw is None:
         return []
+    if not re.fullmatch(WEBHOOK_EVENTS_PATTERN, raw):
+        raise InvalidParameterError(f"webhook_events: expected a comma-separated list of {', '.join(WEBHOOK_EVENTS)}",
+                                    field="webhook_events")
     if raw.lstrip().startswith("["):
         try:
             value = json.loads(raw)
@@ -171,6 +187,9 @@ def check_webhook(svc: Services, url: str | None, events: list[str]) -> tuple[st
         if events:
             raise InvalidParameterError("webhook_events given without webhook_url", field="webhook_url")
         return None, []
+    if len(url) > WEBHOOK_URL_MAX or not re.fullmatch(WEBHOOK_URL_PATTERN, url):
+        raise InvalidParameterError("webhook_url must be an http(s) URL with a host (and no credentials)",
+                                    field="webhook_url")
     return webhook_address.check_url(url, svc.settings.webhook_allow_private), events
 
 

@@ -16,7 +16,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from maskq.errors import BacklogFullError, InternalError, InvalidParameterError, MaskqError, UnauthorizedError
 
@@ -60,6 +62,16 @@ def validation_error(errors: list[dict[str, Any]]) -> InvalidParameterError:
     return InvalidParameterError(f"{field}: {msg}" if field else msg, field=field)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (a path with GET and DELETE routes has both)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})  # any method: path match only
+        if match is not Match.NONE and isinstance(route, APIRoute | Route):
+            methods |= set(route.methods or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(MaskqError)
     async def _maskq(request: Request, exc: MaskqError) -> JSONResponse:
@@ -75,8 +87,10 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal")
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return JSONResponse(error_body(code, detail), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette lists the first matching route's methods only
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, detail), status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from maskq import defaults
+from maskq.imaging import ACCEPTED_TEXT
 from maskq.params import PARAMS_MODELS
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
@@ -16,6 +17,14 @@ WebhookEvent = Literal["job.succeeded", "job.failed", "job.canceled"]
 WEBHOOK_EVENTS: tuple[str, ...] = ("job.succeeded", "job.failed", "job.canceled")
 Operation = Annotated[Literal[tuple(sorted(PARAMS_MODELS))], Field(  # type: ignore[valid-type]
     description="the operation (each one's parameters: GET /v1/operations)")]
+# the shape the API checks before the address: http(s), a host, no credentials (api.acceptance)
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+_EVENT = r"job\.(succeeded|failed|canceled)"
+# a multipart field: comma-separated, or the JSON list the JSON body takes
+WEBHOOK_EVENTS_PATTERN = rf'^({_EVENT}( *, *{_EVENT})*|\[ *("{_EVENT}"( *, *"{_EVENT}")*)? *\])$'
+WEBHOOK_URL_MAX = 2048
+WebhookUrl = Annotated[str, Field(max_length=WEBHOOK_URL_MAX, pattern=WEBHOOK_URL_PATTERN,
+                                  description="http(s) URL POSTed when the job ends")]
 UploadKey = Annotated[str, Field(min_length=1, max_length=512, description="a key returned by POST /v1/uploads")]
 
 JOB_EXAMPLE = {
@@ -83,7 +92,7 @@ class JobCreate(BaseModel):
     input_key: UploadKey
     params: dict[str, Any] = Field(default_factory=dict, description="the operation's parameters "
                                    "(their schemas: GET /v1/operations)")
-    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL POSTed when the job ends")
+    webhook_url: WebhookUrl | None = None
     webhook_events: list[WebhookEvent] | None = Field(None, description="events to send; default: all")
 
 
@@ -121,7 +130,7 @@ class BatchCreate(BaseModel):
                                         description="keys from POST /v1/uploads, one job each")
     params: dict[str, Any] = Field(default_factory=dict, description="the operation's parameters, for every "
                                    "image (their schemas: GET /v1/operations)")
-    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL POSTed when each job ends")
+    webhook_url: WebhookUrl | None = None
     webhook_events: list[WebhookEvent] | None = Field(None, description="events to send; default: all")
 
 
@@ -150,3 +159,32 @@ class BatchDocument(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+def create_body(many: bool) -> dict[str, Any]:
+    """The ``requestBody`` of ``POST /v1/jobs`` (one ``image``) or ``POST /v1/batches`` (``images``):
+    multipart with the files themselves, or JSON naming uploads. As strict as ``api.acceptance``."""
+    files: dict[str, Any] = {"type": "string", "format": "binary", "description": f"{ACCEPTED_TEXT}"}
+    if many:
+        files = {"type": "array", "items": files, "minItems": 1, "maxItems": defaults.MAX_BATCH_ITEMS}
+    name = "images" if many else "image"
+    multipart = {
+        "type": "object",
+        "additionalProperties": False,  # the fields api.acceptance reads, no others (at most 8)
+        "required": [name, "operation"],
+        "properties": {
+            name: files,
+            "operation": {"type": "string", "enum": sorted(PARAMS_MODELS)},
+            "params": {"type": "string", "description": "the operation's parameters as a JSON object",
+                       "example": '{"format": "png"}'},
+            # an empty form field counts as not sent, as browsers send the fields of a form left blank
+            "webhook_url": {"type": "string", "maxLength": WEBHOOK_URL_MAX, "pattern": f"^$|{WEBHOOK_URL_PATTERN}",
+                            "description": "http(s) URL POSTed when the job ends (each job of a batch)"},
+            "webhook_events": {"type": "string", "pattern": f"^$|{WEBHOOK_EVENTS_PATTERN}",
+                               "description": "comma-separated: job.succeeded, job.failed, job.canceled "
+                               "(default: all)"},
+        },
+    }
+    json_body = (BatchCreate if many else JobCreate).model_json_schema()
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": multipart},
+                                                          "application/json": {"schema": json_body}}}}

@@ -12,27 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from api.acceptance import accept_batch, admit, read_submission
 from api.auth import require_tenant
 from api.routes.common import errors
-from api.schemas import BatchCreate, BatchDocument
+from api.schemas import BatchDocument, create_body
 from api.services import Services, services
-from maskq.params import PARAMS_MODELS
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
-_MULTIPART_SCHEMA = {
-    "type": "object",
-    "required": ["images", "operation"],
-    "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "operation": {"type": "string", "enum": sorted(PARAMS_MODELS)},
-        "params": {"type": "string", "description": "JSON object"},
-        "webhook_url": {"type": "string"},
-        "webhook_events": {"type": "string"},
-    },
-}
-_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
-    "application/json": {"schema": BatchCreate.model_json_schema()},
-}}}
+_BODY = create_body(many=True)
 
 
 @router.post("", status_code=202, response_model=BatchDocument, summary="Create a batch", openapi_extra=_BODY,

@@ -11,13 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from api.acceptance import accept_job, admit, read_submission
 from api.auth import require_tenant
 from api.routes.common import errors
-from api.schemas import JOB_EXAMPLE, JobCreate, JobDocument, JobPage, State
+from api.schemas import JOB_EXAMPLE, JobDocument, JobPage, State, create_body
 from api.services import Services, services
 from maskq import defaults
 from maskq.errors import ConflictError
-from maskq.params import PARAMS_MODELS
 from maskq.service.endings import job_ended
-from maskq.service.records import JobState
+from maskq.service.records import CURSOR_PATTERN, JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -25,23 +24,7 @@ JobId = Path(description="the job's id", min_length=1, max_length=64, pattern=r"
 IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255,
                         description="a retried POST with the same key returns the first job instead of a new one")
 
-_MULTIPART_SCHEMA = {
-    "type": "object",
-    "required": ["image", "operation"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF"},
-        "operation": {"type": "string", "enum": sorted(PARAMS_MODELS)},
-        "params": {"type": "string", "description": "the operation's parameters as a JSON object",
-                   "example": '{"format": "png"}'},
-        "webhook_url": {"type": "string", "description": "http(s) URL POSTed when the job ends"},
-        "webhook_events": {"type": "string", "description": "comma-separated: job.succeeded, job.failed, "
-                                                           "job.canceled (default: all)"},
-    },
-}
-_CREATE_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
-    "application/json": {"schema": JobCreate.model_json_schema()},
-}}}
+_CREATE_BODY = create_body(many=False)
 _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"},
              "Idempotent-Replayed": {"schema": {"type": "string"}, "description": "'true' on a replay"}}
 
@@ -75,7 +58,8 @@ def list_jobs(request: Request, tenant: str = Depends(require_tenant),
                   description="true: only the jobs marked for review (confidence below review_below), from their "
                   "own index, so every page is full; false: only the others (filters each page)")] = None,
               limit: int = Query(defaults.JOB_PAGE_SIZE, ge=1, le=defaults.JOB_PAGE_MAX),
-              cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page")) -> Any:
+              cursor: str | None = Query(None, max_length=100, pattern=CURSOR_PATTERN,
+                                         description="next_cursor of the previous page")) -> Any:
     """Cursor pagination. With ``state`` or ``review=false`` a page may hold fewer than ``limit``
     jobs; follow ``next_cursor`` until it is null."""
     svc = services(request)

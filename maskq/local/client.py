@@ -261,8 +261,9 @@ class Client:
 
 
 def _guess_type(data: bytes) -> str:
-    """The content type to announce for an image's bytes (the server sniffs them again)."""
+    """The content type to announce for an image's bytes (the server sniffs them again: an unknown
+    format is announced as JPEG and refused when the job is made)."""
     from maskq.imaging import sniff_format, stored_format
 
     fmt = sniff_format(data)
-    return stored_format(fmt)[1] if fmt else "application/octet-stream"
+    return stored_format(fmt)[1] if fmt else "image/jpeg"

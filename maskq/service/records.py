@@ -12,9 +12,8 @@ Celery's own result backend is not used). Two layers:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -234,20 +233,20 @@ class Batch:
                 "jobs": [{"id": j, "state": st} for j, st in states]}
 
 
+# A page cursor: "<created ms>.<job id>" of the last job of the page. Opaque to clients, but plain, so
+# that the API can state its exact shape (every string of this shape is a cursor that works).
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[A-Za-z0-9_-]{1,64}$"
+
+
 def encode_cursor(score: int, job_id: str) -> str:
-    """An opaque page cursor: the (created ms, id) of the last job of the page."""
-    return base64.urlsafe_b64encode(f"{score}:{job_id}".encode()).decode().rstrip("=")
+    return f"{score}.{job_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        score, _, job_id = raw.partition(":")
-        if not job_id:
-            raise ValueError(raw)
-        return int(score), job_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidParameterError("malformed page cursor", field="cursor") from None
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise InvalidParameterError("malformed page cursor: use next_cursor as given", field="cursor")
+    score, _, job_id = cursor.partition(".")
+    return int(score), job_id
 
 
 def after_cursor(entries: Iterable[tuple[str, int]], cursor: tuple[int, str] | None) -> list[tuple[str, int]]:
