@@ -20,7 +20,14 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from maskq.errors import BacklogFullError, InternalError, InvalidParameterError, MaskqError, UnauthorizedError
+from maskq.errors import (
+    BacklogFullError,
+    InternalError,
+    InvalidParameterError,
+    MaskqError,
+    UnauthorizedError,
+    first_error,
+)
 
 log = logging.getLogger("maskq.api")
 
@@ -48,17 +55,9 @@ def error_response(err: MaskqError, headers: dict[str, str] | None = None) -> JS
     return JSONResponse({"error": err.to_dict()}, status_code=err.http_status, headers=extra or None)
 
 
-def _field_of(loc: tuple | list) -> str | None:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(parts) or None
-
-
 def validation_error(errors: list[dict[str, Any]]) -> InvalidParameterError:
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    field = _field_of(first.get("loc", ()))
-    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    """FastAPI's or pydantic's validation errors as the one 422 a client gets, naming the field."""
+    field, msg = first_error(errors, skip_loc=("body", "query", "path", "header", "cookie"))
     return InvalidParameterError(f"{field}: {msg}" if field else msg, field=field)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from maskq import defaults
-from maskq.imaging import ACCEPTED_TEXT
+from maskq.imaging import ACCEPTED_TEXT, EXTENSION_OF_TYPE
 from maskq.params import PARAMS_MODELS
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
@@ -104,8 +104,8 @@ class JobPage(BaseModel):
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"content_type": "image/jpeg"}]})
 
-    content_type: Literal["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
-                          "image/avif"] = Field("image/jpeg", description="the image's type (sets the key's extension)")
+    content_type: Literal[tuple(EXTENSION_OF_TYPE)] = Field(  # type: ignore[valid-type]
+        "image/jpeg", description="the image's type (sets the key's extension)")
 
 
 class UploadTicket(BaseModel):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
 import types
 import typing
@@ -25,14 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from maskq import __version__
-from maskq.errors import ConfigurationError, InvalidParameterError, MaskqError, ModelUnavailableError
+from maskq.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SETUP,
+    EXIT_USAGE,
+    ConfigurationError,
+    InvalidParameterError,
+    MaskqError,
+    ModelUnavailableError,
+)
 from maskq.faces import cli as faces_cli
 from maskq.local import up as up_cli
 from maskq.params import PARAMS_MODELS, OperationParams, matte_model, matte_options, parse_params
 
 SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".mpo"}
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
 # Images handed to the network together by one worker thread: amortises the call, bounds memory.
 CLI_BATCH = 4
 
@@ -152,7 +159,7 @@ def _read(path: Path) -> bytes | MaskqError:
 
 def run(args: argparse.Namespace) -> int:
     from maskq.pipeline import Pipeline, WorkItem
-    from maskq.settings import load_settings
+    from maskq.settings import available_cpus, load_settings
 
     op_name = args.operation
     params_dict = collect_params(args)
@@ -176,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         print("maskq: no input images found", file=sys.stderr)
         return EXIT_USAGE
-    jobs = args.jobs or min(len(inputs), os.cpu_count() or 1)
-    overrides: dict[str, Any] = {"intra_op_threads": max(1, (os.cpu_count() or 1) // max(1, jobs))}
+    jobs = args.jobs or min(len(inputs), available_cpus())
+    overrides: dict[str, Any] = {"intra_op_threads": max(1, available_cpus() // max(1, jobs))}
     if args.precision:
         overrides["precision"] = args.precision
     try:

@@ -1,12 +1,27 @@
 """One exception tree with stable codes, the same in the CLI, in failed jobs and in HTTP bodies.
 
 A code never changes once shipped: clients branch on it. ``http_status`` is the single place
-where an error meets HTTP; ``transient`` tells the worker whether a retry can help.
+where an error meets HTTP. Which errors are worth a retry is the worker's policy (``JobTask``:
+:class:`StorageUnavailableError`), not a property of the error. The process exit codes of the
+command-line tools live here too.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+# exit codes of `maskq` and `maskq up`: done; some input failed; bad usage; the setup is broken
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SETUP = 0, 1, 2, 3
+
+
+def first_error(errors: list[Any], skip_loc: tuple[str, ...] = ()) -> tuple[str | None, str]:
+    """``(field path, message)`` of the first of pydantic's ``ValidationError.errors()``: the one
+    error a user is told about. ``skip_loc``: leading location parts that are no field's name."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid value"}
+    parts = [str(p) for p in first.get("loc", ())]
+    while parts and parts[0] in skip_loc:
+        parts = parts[1:]
+    return ".".join(parts) or None, str(first.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 class MaskqError(Exception):
@@ -14,7 +29,6 @@ class MaskqError(Exception):
 
     code: ClassVar[str] = "internal"
     http_status: ClassVar[int] = 500
-    transient: ClassVar[bool] = False
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -78,7 +92,6 @@ class StorageUnavailableError(MaskqError):
 
     code = "storage_unavailable"
     http_status = 503
-    transient = True
 
 
 class JobTimeoutError(MaskqError):
@@ -113,7 +126,6 @@ class BacklogFullError(MaskqError):
 
     code = "backlog_full"
     http_status = 429
-    transient = True
 
 
 ERROR_CODES: dict[str, type[MaskqError]] = {

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from PIL import ImageColor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from maskq.errors import InvalidParameterError
+from maskq.errors import InvalidParameterError, first_error
 from maskq.models import ModelName
 from maskq.roi import parse_roi
 
@@ -206,9 +206,8 @@ class FaceBlurParams(OperationParams):
         try:
             PARAMS_MODELS[background].model_validate(v)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"{background}: {where}: {first['msg']}") from None
+            where, msg = first_error(err.errors())
+            raise ValueError(f"{background}: {where}: {msg}") from None
         return v
 
     def background_model(self) -> OperationParams | None:
@@ -256,9 +255,7 @@ def parse_params(operation: str, params: dict[str, Any] | None) -> OperationPara
     try:
         return model.model_validate(params or {})
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or None
-        msg = first["msg"].removeprefix("Value error, ")
+        field, msg = first_error(err.errors())
         raise InvalidParameterError(
             f"{operation}: {field}: {msg}" if field else f"{operation}: {msg}", field=field
         ) from None

@@ -56,7 +56,7 @@ class WorkItem:
 
     data: bytes
     operation: str
-    params: Mapping[str, Any] | None = None
+    params: OperationParams | Mapping[str, Any] | None = None  # parsed already (the worker), or raw (the CLI)
     assets: Mapping[str, bytes] | None = None  # images the params name (background_image, logo), by ref
 
 
@@ -148,10 +148,11 @@ class Pipeline:
         return imaging.decode(data, max_pixels=self.settings.max_pixels, max_bytes=self.settings.max_bytes)
 
     def _prepare(
-        self, data: bytes, operation: str, params: Mapping[str, Any] | None, assets: Mapping[str, bytes]
+        self, data: bytes, operation: str, params: OperationParams | Mapping[str, Any] | None,
+        assets: Mapping[str, bytes],
     ) -> _Job:
         op = get_operation(operation)
-        parsed = parse_params(operation, dict(params or {}))
+        parsed = params if isinstance(params, OperationParams) else parse_params(operation, dict(params or {}))
         timings: dict[str, float] = {}
         with _timed(timings, "decode"):
             image = self._decode(data)

@@ -9,7 +9,6 @@ the GIL while they compute.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -18,7 +17,7 @@ import numpy as np
 from maskq import defaults
 from maskq.errors import ModelUnavailableError
 from maskq.models import MODELS, ModelSpec, spec_for_file
-from maskq.settings import Settings
+from maskq.settings import Settings, available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +31,6 @@ class Segmenter(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 RGB in [0, 1], S = spec.input_size -> (N, S, S) foreground probability."""
         ...
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -70,7 +62,7 @@ class OnnxSegmenter:
             raise ModelUnavailableError(f"model file not found: {model_path}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = intra_op_threads or _cpu_count()
+        opts.intra_op_num_threads = intra_op_threads or available_cpus()
         opts.inter_op_num_threads = 1
         # no arena: it keeps the largest activations ever seen (~60 MB) for the life of the worker;
         # plain malloc costs <1 ms per call at this size

@@ -6,6 +6,7 @@ A bad value stops the process with a message that names the variable, not a trac
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -181,6 +182,14 @@ def _describe(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {msg}" if name else msg)
     return "invalid settings: " + "; ".join(lines)
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask: a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def load_settings(**overrides) -> Settings:

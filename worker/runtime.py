@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from maskq.service.records import JobStore
 from maskq.service.storage import Storage
-from maskq.settings import Settings, get_settings
+from maskq.settings import Settings, available_cpus, get_settings
 from worker.batcher import Batcher
 
 if TYPE_CHECKING:
@@ -32,8 +32,7 @@ def intra_op_threads(settings: Settings, concurrency: int | None) -> int:
     N prefork children on C cores do not run N x C threads that fight over caches."""
     if settings.intra_op_threads:
         return settings.intra_op_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, concurrency or 1))
+    return max(1, available_cpus() // max(1, concurrency or 1))
 
 
 class Runtime:

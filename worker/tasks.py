@@ -18,7 +18,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 
 from maskq.errors import InternalError, InvalidParameterError, MaskqError, NotFoundError, StorageUnavailableError
-from maskq.params import parse_params
+from maskq.params import OperationParams, parse_params
 from maskq.service.endings import job_ended
 from maskq.service.queue import PROCESS_TASK, WEBHOOK_TASK, Publisher
 from maskq.service.records import Job, JobState, Transition
@@ -97,12 +97,12 @@ def finished(t: Transition) -> None:
     job_ended(t, _publisher, metrics.job_finished)
 
 
-def _asset_inputs(job: Job) -> dict[str, bytes]:
+def _asset_inputs(job: Job, params: OperationParams) -> dict[str, bytes]:
     """Images the parameters name (background, logo). The API checked at submit that each is one of
     the tenant's uploads; checked again here (a record may come from elsewhere), and one may have
     expired since."""
     assets: dict[str, bytes] = {}
-    for field, ref in parse_params(job.operation, job.params).asset_refs().items():
+    for field, ref in params.asset_refs().items():
         if not ref.startswith(f"{job.tenant}/"):
             raise InvalidParameterError(f"{field}: {ref!r} is not one of this tenant's uploads", field=field)
         try:
@@ -133,9 +133,10 @@ def process_job(self: JobTask, job_id: str) -> str:
 
     t0 = time.perf_counter()
     data = rt.storage.get_input(job.input_key).data
-    assets = _asset_inputs(job)
+    params = parse_params(job.operation, job.params)  # once: the pipeline takes the parsed params
+    assets = _asset_inputs(job, params)
     timings: dict[str, float] = {"read": time.perf_counter() - t0}
-    outcome = rt.process(WorkItem(data, job.operation, job.params, assets))
+    outcome = rt.process(WorkItem(data, job.operation, params, assets))
     if isinstance(outcome, MaskqError):
         metrics.IMAGES.labels(outcome.code).inc()
         finished(t := rt.jobs.mark_failed(job_id, outcome.code, outcome.message, _rounded(timings)))

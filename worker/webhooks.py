@@ -36,7 +36,6 @@ class WebhookDeliveryError(MaskqError):
     """The receiver did not take the event (connection error, timeout, non-2xx): retry later."""
 
     code = "webhook_failed"
-    transient = True
 
 
 def secret_key(secret: str) -> bytes:

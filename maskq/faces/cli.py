@@ -31,8 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from maskq import imaging
-    from maskq.cli import EXIT_FAILED, EXIT_OK, EXIT_SETUP, EXIT_USAGE, expand_inputs
-    from maskq.errors import InvalidParameterError, MaskqError, ModelUnavailableError
+    from maskq.cli import expand_inputs
+    from maskq.errors import (
+        EXIT_FAILED,
+        EXIT_OK,
+        EXIT_SETUP,
+        EXIT_USAGE,
+        InvalidParameterError,
+        MaskqError,
+        ModelUnavailableError,
+        first_error,
+    )
     from maskq.faces.detector import PIXEL_BUDGETS, FaceDetector
     from maskq.params import FaceBlurParams
     from maskq.settings import load_settings
@@ -40,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         FaceBlurParams.model_validate({"threshold": args.threshold})
     except ValueError as err:
-        print(f"maskq: {InvalidParameterError.code}: threshold: {err.errors()[0]['msg']}", file=sys.stderr)
+        print(f"maskq: {InvalidParameterError.code}: threshold: {first_error(err.errors())[1]}", file=sys.stderr)
         return EXIT_USAGE
     inputs = list(dict.fromkeys(expand_inputs(args.inputs)))
     if not inputs:

