@@ -97,11 +97,14 @@ def test_in_range_and_cheap():
             np.zeros((S, S), np.float32), square()[:40, :300]]
     for p in maps:
         assert 0.0 <= conf.mask_confidence(p) <= 1.0
-    t0 = time.perf_counter()
+    p = speckled()
+    costs = []
     for _ in range(20):
-        conf.mask_confidence(speckled())
+        t0 = time.thread_time()  # CPU time of this thread: other processes on a loaded machine do not count
+        conf.mask_confidence(p)
+        costs.append(time.thread_time() - t0)
     # the budget is 5 ms per photo; the map is the network's output, whatever the photo's size
-    assert (time.perf_counter() - t0) / 20 < 0.005 * 4  # x4: slack for a loaded test machine
+    assert min(costs) < 0.005 * 2, costs
 
 
 def test_the_pipeline_gives_every_matte_result_a_confidence(pipeline, sample_bytes):
