@@ -46,8 +46,8 @@ async def create_job(request: Request, tenant: str = Depends(require_tenant),
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    doc = await run_in_threadpool(job.document, svc.storage.presigned_result_url)
-    return JSONResponse(doc, status_code=202, headers=headers)
+    # no I/O: a queued job has no result to presign, and presigning is local computation anyway
+    return JSONResponse(job.document(svc.storage.presigned_result_url), status_code=202, headers=headers)
 
 
 @router.get("", summary="List the tenant's jobs, newest first", response_model=JobPage,
