@@ -68,7 +68,8 @@ MODELS: dict[str, ModelSpec] = {
             description="Any object: products, people, animals, vehicles. U-Net on a MobileNetV2 encoder "
             "(ImageNet-pretrained), trained on DUTS-TR and Oxford-IIIT Pet.",
             files={"fp32": "general.onnx", "int8": "general-int8.onnx"},
-            input_size=224,
+            # chosen on the training hold-out (training/pick_size.py): best mean of Dice and boundary F
+            input_size=288,
             output="alpha1",
             card="GENERAL_MODEL_CARD.md",
             normalisation="RGB in [0, 1]; ImageNet mean/std applied inside the graph",
