@@ -94,6 +94,16 @@ VISIBILITY_TIMEOUT_SECONDS = 300
 # How often a worker sweeps the broker for messages a dead worker left unacked (older than the visibility
 # timeout) and puts them back: every 10 s, so a lost job waits at most visibility timeout + 10 s.
 BROKER_RESTORE_INTERVAL_SECONDS = 10
+# Lost messages (kombu's Redis transport drops one if a worker dies between taking it off the list and
+# recording it as unacked): a worker sweeps every 30 s for unfinished jobs whose message is nowhere.
+# A job must be untouched for 60 s first and missed by two sweeps in a row, so a lost job waits about
+# 1.5 to 2 min, and a healthy one is never sent twice (maskq.service.lost). 0 turns the sweep off.
+LOST_SWEEP_SECONDS = 30
+LOST_GRACE_SECONDS = 60
+# kombu holds a Redis lock while it restores a dead worker's messages; a worker killed while holding it
+# would block every restore for kombu's default 300 s. Restores are safe to overlap (each message moves
+# in a WATCH transaction), so the lock only has to outlive one restore pass.
+BROKER_RESTORE_LOCK_SECONDS = 30
 # Transient faults (S3, Redis) are retried this many times with exponential backoff and full jitter:
 # 1+2+4+8+16 ~ 30 s, beyond that the outage is an operator's problem and the job fails `storage_unavailable`.
 TASK_MAX_RETRIES = 5

@@ -68,3 +68,20 @@ def _ready(sender: Any = None, **_: Any) -> None:
     pool = getattr(sender, "pool", None)
     if pool is not None and not type(pool).__module__.endswith("prefork"):
         runtime.get().load_pipeline()
+
+
+@signals.worker_ready.connect
+def _start_lost_sweep(**_: Any) -> None:
+    """Unfinished jobs whose message the broker lost get a new one (maskq.service.lost)."""
+    from maskq.service.queue import Publisher
+    from worker import lost_sweep
+
+    s = get_settings()
+    lost_sweep.start(s, Publisher(app, s.worker_queue))
+
+
+@signals.worker_shutdown.connect
+def _stop_lost_sweep(**_: Any) -> None:
+    from worker import lost_sweep
+
+    lost_sweep.stop()

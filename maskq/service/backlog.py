@@ -101,6 +101,43 @@ def read_backlog(client: Any, queues: Sequence[str] = defaults.BACKLOG_QUEUES) -
     return out
 
 
+def _task_id(message: Any) -> str | None:
+    """The task id (maskq's image tasks use the job id) of one kombu message dict."""
+    try:
+        return str(message["headers"]["id"])
+    except (TypeError, KeyError):
+        return None
+
+
+def task_ids_in_broker(client: Any, queues: Sequence[str] = defaults.BACKLOG_QUEUES) -> set[str]:
+    """The task ids of every message the broker holds for ``queues``: waiting on a list or taken and
+    not yet acknowledged. Read in one MULTI, so that a message moving from a list to ``unacked``
+    is seen in one of them (except in kombu's own window between the two, which the caller of a
+    lost-message check has to allow for: :mod:`maskq.service.lost`)."""
+    pipe = client.pipeline(transaction=True)
+    for q in queues:
+        for key in queue_keys(q):
+            pipe.lrange(key, 0, -1)
+    pipe.hvals(UNACKED_KEY)
+    res = pipe.execute()
+    ids: set[str] = set()
+    for raw in (item for items in res[:-1] for item in items):
+        try:
+            tid = _task_id(json.loads(raw))
+        except ValueError:
+            tid = None
+        if tid:
+            ids.add(tid)
+    for raw in res[-1]:
+        try:
+            tid = _task_id(json.loads(raw)[0])
+        except (ValueError, TypeError, IndexError):
+            tid = None
+        if tid:
+            ids.add(tid)
+    return ids
+
+
 class BacklogGuard:
     """The API's 429 guard: the backlog (queued + running) of the API's queue, read with
     :func:`read_backlog` (the same reading as the ``maskq_queue_backlog_jobs`` gauge) at most every

@@ -58,6 +58,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "visibility_timeout": s.visibility_timeout,
             "unacked_restore_interval": s.broker_restore_interval,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": s.broker_restore_lock_seconds,
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
             "health_check_interval": 10,

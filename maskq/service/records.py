@@ -294,7 +294,7 @@ def _redis_faults_are_transient(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 # KEYS[1] job, KEYS[2] tenant index, KEYS[3] idempotency key (or the job key when unused), KEYS[4]
-# the queue's Redis list (or the job key when no message is sent).
+# the queue's Redis list (or the job key when no message is sent), KEYS[5] the live index.
 # ARGV[1] "1" when an idempotency key is in use, ARGV[2] ttl s, ARGV[3] score ms, ARGV[4] id,
 # ARGV[5] the task message to LPUSH ('' for none), ARGV[6..] field/value pairs.
 # Returns {1, id} when created, {0, existing id} on an idempotent hit, {-1, id} when the id exists.
@@ -312,15 +312,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - ttl * 1000)
 redis.call('EXPIRE', KEYS[2], ttl)
 if ARGV[1] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ttl) end
 if ARGV[5] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[5]) end
+redis.call('ZADD', KEYS[5], tonumber(ARGV[3]), ARGV[4])
 return {1, ARGV[4]}
 """
 
-# KEYS[1] job, KEYS[2] an index (zset) to add the job to when applied (or the job key when none).
+# KEYS[1] job, KEYS[2] an index (zset) to add the job to when applied (or the job key when none),
+# KEYS[3] the live index.
 # ARGV[1] allowed source states (comma separated), ARGV[2] target state,
 # ARGV[3] fields to increment (comma separated, may be empty), ARGV[4] a source state that also
 # increments lost_attempts (or ''), ARGV[5] fields to delete (comma separated), ARGV[6] the index's
-# ttl s ('' when no index), ARGV[7..] pairs. The index scores the job by its creation ms, as the
-# tenant index does, so that the same cursors page through it.
+# ttl s ('' when no index), ARGV[7] the live index's score for the job (now, ms), or '' when the
+# target state is terminal (the job leaves the live index), ARGV[8..] pairs. The index scores the
+# job by its creation ms, as the tenant index does, so that the same cursors page through it.
 # Returns {1, previous state, hash} when applied, {0, current state, hash} when refused, {-1} if gone.
 _TRANSITION_LUA = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -334,7 +337,9 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2])
 for f in string.gmatch(ARGV[3], '[^,]+') do redis.call('HINCRBY', KEYS[1], f, 1) end
 if ARGV[4] ~= '' and ARGV[4] == state then redis.call('HINCRBY', KEYS[1], 'lost_attempts', 1) end
 for f in string.gmatch(ARGV[5], '[^,]+') do redis.call('HDEL', KEYS[1], f) end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[7] == '' then redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+else redis.call('ZADD', KEYS[3], tonumber(ARGV[7]), redis.call('HGET', KEYS[1], 'id')) end
 if ARGV[6] ~= '' then
   local ttl = tonumber(ARGV[6])
   local score = math.floor(tonumber(redis.call('HGET', KEYS[1], 'created_at')) * 1000)
@@ -343,6 +348,25 @@ if ARGV[6] ~= '' then
   redis.call('EXPIRE', KEYS[2], ttl)
 end
 return {1, state, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+# KEYS[1] job, KEYS[2] the live index, KEYS[3] the queue's list. ARGV[1] id, ARGV[2] the live score
+# the caller saw, ARGV[3] now ms, ARGV[4] the message, ARGV[5] the unfinished states (comma
+# separated). See JobStore.requeue.
+_REQUEUE_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then redis.call('ZREM', KEYS[2], ARGV[1]) return 'gone' end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 'changed' end
+local live = false
+for st in string.gmatch(ARGV[5], '[^,]+') do
+  if st == state then live = true end
+end
+if not live then redis.call('ZREM', KEYS[2], ARGV[1]) return 'changed' end
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[1])
+return 'requeued'
 """
 
 
@@ -368,8 +392,9 @@ class JobStore:
     """Job records in Redis. Keys: ``{prefix}:job:{id}`` (hash), ``{prefix}:tenant:{t}:jobs`` (zset
     by creation ms, newest-first listings), ``{prefix}:tenant:{t}:review`` (the same for the jobs
     marked for review, written by the transition that marks them) and ``{prefix}:idem:{t}:{key}``
-    (idempotency keys), ``{prefix}:batch:{id}`` (a batch: its job ids). No other module touches these
-    keys."""
+    (idempotency keys), ``{prefix}:batch:{id}`` (a batch: its job ids), ``{prefix}:live`` (zset of the
+    jobs not yet finished, scored by the ms of their last transition: where a lost message is looked
+    for, :mod:`maskq.service.lost`). No other module touches these keys."""
 
     def __init__(self, client: Any, ttl_seconds: int = defaults.JOB_TTL_SECONDS,
                  prefix: str = defaults.REDIS_KEY_PREFIX, clock: Callable[[], float] = time.time) -> None:
@@ -379,6 +404,7 @@ class JobStore:
         self.clock = clock
         self._create = client.register_script(_CREATE_LUA)
         self._transition = client.register_script(_TRANSITION_LUA)
+        self._requeue = client.register_script(_REQUEUE_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int = defaults.JOB_TTL_SECONDS, **kwargs: Any) -> JobStore:
@@ -405,6 +431,10 @@ class JobStore:
     def batch_key(self, batch_id: str) -> str:
         return f"{self.prefix}:batch:{batch_id}"
 
+    @property
+    def live_key(self) -> str:
+        return f"{self.prefix}:live"
+
     # the connection
     @_redis_faults_are_transient
     def ping(self) -> None:
@@ -430,7 +460,7 @@ class JobStore:
         queued = message(job.id) if message is not None else None
         queue_key, payload = (queued.queue, queued.payload) if queued else (self.job_key(job.id), "")
         return self._create(
-            keys=[self.job_key(job.id), self.tenant_key(job.tenant), idem, queue_key],
+            keys=[self.job_key(job.id), self.tenant_key(job.tenant), idem, queue_key, self.live_key],
             args=["1" if job.idempotency_key else "0", self.ttl, int(job.created_at * 1000), job.id, payload, *flat],
             client=client,
         )
@@ -557,6 +587,25 @@ class JobStore:
         nxt = encode_cursor(page[-1][1], page[-1][0].id) if len(out) > limit else None
         return [j for j, _ in page], nxt
 
+    # lost messages
+    @_redis_faults_are_transient
+    def quiet_live_jobs(self, idle_seconds: float, limit: int = 10_000) -> dict[str, int]:
+        """Unfinished jobs whose record has not changed for ``idle_seconds``: job id -> the live
+        index's score (ms of the last transition), the version :meth:`requeue` compares with."""
+        ceiling = int((self.clock() - idle_seconds) * 1000)
+        rows = self.r.zrangebyscore(self.live_key, "-inf", ceiling, start=0, num=limit, withscores=True)
+        return {_s(jid): int(score) for jid, score in rows}
+
+    @_redis_faults_are_transient
+    def requeue(self, job_id: str, version: int, message: QueuedMessage) -> str:
+        """Push ``message`` for a job whose own message was lost, only if its record is still
+        unfinished and unchanged since ``version`` (one Lua call: a job that moved on meanwhile is left
+        alone). Returns ``requeued``, ``changed`` or ``gone`` (no record: dropped from the index)."""
+        res = self._requeue(keys=[self.job_key(job_id), self.live_key, message.queue],
+                            args=[job_id, version, int(self.clock() * 1000), message.payload,
+                                  ",".join(s.value for s in JobState if not s.is_terminal)])
+        return _s(res)
+
     # transitions
     @_redis_faults_are_transient
     def _apply(self, job_id: str, dst: JobState, *, incr: Iterable[str] = (), lost_from: JobState | None = None,
@@ -566,10 +615,11 @@ class JobStore:
         for k, v in (fields or {}).items():
             flat += [k, v]
         res = self._transition(
-            keys=[self.job_key(job_id), index or self.job_key(job_id)],
+            keys=[self.job_key(job_id), index or self.job_key(job_id), self.live_key],
             args=[",".join(s.value for s in (sources_of(dst) if sources is None else sources)), dst.value,
                   ",".join(incr),
-                  lost_from.value if lost_from else "", ",".join(delete), str(self.ttl) if index else "", *flat],
+                  lost_from.value if lost_from else "", ",".join(delete), str(self.ttl) if index else "",
+                  "" if dst.is_terminal else str(int(self.clock() * 1000)), *flat],
         )
         if int(res[0]) == -1:
             raise NotFoundError(f"job {job_id} not found", job_id=job_id)

@@ -40,7 +40,7 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(redis_url, s3_serv
     """KILL_JOBS jobs; one pool child SIGKILLed, then the whole worker SIGKILLed twice and restarted:
     every job succeeds, with exactly one result object each."""
     c = make_client(redis_url, s3_server, visibility_timeout=12, task_soft_time_limit=8, task_time_limit=10,
-                    max_lost_attempts=10)
+                    max_lost_attempts=10, lost_sweep_seconds=2, lost_grace_seconds=3)
     # The poison budget (tested in test_worker.py) is raised here: a restored job can be caught by the
     # next kill too, and that is not what this test is about.
     data = [png_bytes(48, 36, seed=i % 7) for i in range(KILL_JOBS)]
@@ -69,6 +69,21 @@ def test_sigkilled_workers_lose_nothing_and_duplicate_nothing(redis_url, s3_serv
     print(f"{KILL_JOBS} jobs: {attempts} attempts, {lost} lost to kills, worker started {w.starts} times")
     assert attempts > KILL_JOBS
     assert any(j.lost_attempts for j in jobs.values())
+    c.close()
+
+
+def test_a_job_whose_message_was_lost_is_sent_again(redis_url, s3_server, start_worker):
+    """kombu's window: a worker took the message off the list and died before recording it as
+    unacked. Here the record is written with no message at all: the sweep finds it and sends one."""
+    c = make_client(redis_url, s3_server, lost_sweep_seconds=1, lost_grace_seconds=1)
+    from maskq.service.records import new_job_id
+
+    jid = new_job_id()
+    c.create(jid, c.put_input(jid, png_bytes()))
+    w = start_worker(c.settings)
+    job = c.wait([jid], timeout=60)[jid]
+    assert job.state is JobState.SUCCEEDED and job.attempts == 1
+    assert "its task message was lost" in w.log_text()
     c.close()
 
 
