@@ -72,6 +72,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_create_missing_queues": True,
         "task_routes": {PROCESS_TASK: {"queue": s.worker_queue}, WEBHOOK_TASK: {"queue": defaults.QUEUE_WEBHOOKS}},
         "worker_max_memory_per_child": s.worker_max_memory_per_child_kb or None,
+        "worker_max_tasks_per_child": s.worker_max_tasks_per_child or None,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

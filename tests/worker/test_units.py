@@ -62,6 +62,9 @@ def test_celery_config_keeps_the_delivery_guarantees():
     assert conf["task_routes"][PROCESS_TASK]["queue"] == "cpu"
     assert conf["task_routes"][WEBHOOK_TASK]["queue"] == "webhooks"
     assert conf["worker_max_memory_per_child"] == s.worker_max_memory_per_child_kb
+    assert conf["worker_max_tasks_per_child"] == s.worker_max_tasks_per_child > 0  # recycled by count too
+    # a worker killed while restoring must not block restores for kombu's default 5 minutes
+    assert conf["broker_transport_options"]["unacked_mutex_expire"] < visibility
     gpu = celery_config(load_settings(worker_queue="gpu"))
     assert gpu["task_routes"][PROCESS_TASK]["queue"] == "gpu" and gpu["task_default_queue"] == "gpu"
 
