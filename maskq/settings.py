@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     broker_restore_lock_seconds: int = Field(defaults.BROKER_RESTORE_LOCK_SECONDS, ge=1)
     lost_sweep_seconds: float = Field(defaults.LOST_SWEEP_SECONDS, ge=0)
     lost_grace_seconds: float = Field(defaults.LOST_GRACE_SECONDS, gt=0)
+    worker_heartbeat_seconds: float = Field(defaults.WORKER_HEARTBEAT_SECONDS, ge=0)
+    worker_dead_after_seconds: float = Field(defaults.WORKER_DEAD_AFTER_SECONDS, gt=0)
     task_max_retries: int = Field(defaults.TASK_MAX_RETRIES, ge=0, le=50)
     retry_backoff_seconds: float = Field(defaults.RETRY_BACKOFF_SECONDS, gt=0)
     retry_backoff_max_seconds: float = Field(defaults.RETRY_BACKOFF_MAX_SECONDS, gt=0)
@@ -174,6 +176,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "retry backoff maxima must stay below MASKQ_VISIBILITY_TIMEOUT (a waiting retry would be redelivered)"
             )
+        if self.worker_heartbeat_seconds and self.worker_dead_after_seconds < 2 * self.worker_heartbeat_seconds:
+            raise ValueError("MASKQ_WORKER_DEAD_AFTER_SECONDS must be at least twice MASKQ_WORKER_HEARTBEAT_SECONDS "
+                             "(one late beat must not make a live worker's jobs run twice)")
         if not self.webhook_secret.startswith("whsec_"):
             raise ValueError("MASKQ_WEBHOOK_SECRET: expected the Standard Webhooks form 'whsec_<base64>'")
         return self

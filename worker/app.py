@@ -70,18 +70,26 @@ def _ready(sender: Any = None, **_: Any) -> None:
         runtime.get().load_pipeline()
 
 
+@signals.worker_init.connect
+def _name_instance(**_: Any) -> None:
+    """This worker instance's id, before the pool forks: its children name it in the records."""
+    from worker import liveness
+
+    liveness.instance_id()
+
+
 @signals.worker_ready.connect
-def _start_lost_sweep(**_: Any) -> None:
-    """Unfinished jobs whose message the broker lost get a new one (maskq.service.lost)."""
+def _start_liveness(**_: Any) -> None:
+    """The heartbeat, and the sweeps that re-send jobs of dead workers and lost messages."""
     from maskq.service.queue import Publisher
-    from worker import lost_sweep
+    from worker import liveness
 
     s = get_settings()
-    lost_sweep.start(s, Publisher(app, s.worker_queue))
+    liveness.start(s, Publisher(app, s.worker_queue))
 
 
 @signals.worker_shutdown.connect
-def _stop_lost_sweep(**_: Any) -> None:
-    from worker import lost_sweep
+def _stop_liveness(**_: Any) -> None:
+    from worker import liveness
 
-    lost_sweep.stop()
+    liveness.stop()

@@ -74,8 +74,9 @@ MASK_CONFIDENCE = Histogram("maskq_mask_confidence", "Mask confidence of each ma
 # (the receiver did not take it: retried), unresolved (no DNS answer: retried), refused_address (the
 # name resolved to a private, loopback, link-local or metadata address at delivery: not called, not
 # retried), invalid_url.
+# reason: lost_message (the broker had lost it), dead_worker (its worker's heartbeat lapsed)
 LOST_MESSAGES = Counter("maskq_lost_messages_requeued_total",
-                        "Unfinished jobs whose task message the broker had lost, sent again by the sweep")
+                        "Unfinished jobs sent again by the worker's sweeps, by reason", ["reason"])
 WEBHOOK_DELIVERIES = Counter("maskq_webhook_deliveries_total", "Webhook POST attempts by outcome", ["outcome"])
 MODEL_INFO = Gauge("maskq_model_info", "The model a worker serves (value 1)", ["model", "runtime", "precision"],
                    multiprocess_mode="livemax")

@@ -23,7 +23,7 @@ from maskq.service.endings import job_ended
 from maskq.service.queue import PROCESS_TASK, WEBHOOK_TASK, Publisher
 from maskq.service.records import Job, JobState, Transition
 from maskq.settings import get_settings
-from worker import metrics, runtime, webhooks
+from worker import liveness, metrics, runtime, webhooks
 from worker.app import app
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def process_job(self: JobTask, job_id: str) -> str:
     """One job: its image through the pipeline, its result stored, its record finished."""
     rt = runtime.get()
     try:
-        start = rt.jobs.mark_running(job_id)
+        start = rt.jobs.mark_running(job_id, worker=liveness.instance_id())
     except NotFoundError:
         log.warning("job %s: no record (expired or never written), message dropped", job_id)
         return SKIPPED

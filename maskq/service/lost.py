@@ -7,6 +7,13 @@ cannot bring back what never reached ``unacked``. A Redis that restarts and lose
 of writes can lose one too. The record survives (it is written with the message, in one Lua call),
 so without this sweep the job would stay ``queued`` or ``running`` for ever.
 
+A worker that dies whole (SIGKILL, a lost node) leaves its running jobs' messages in ``unacked``,
+where kombu restores them only after the visibility timeout (5 minutes by default). Each worker
+therefore writes a heartbeat key with a short TTL, and a running job records which worker instance
+runs it: a running job whose worker's heartbeat has lapsed is an orphan and is sent again at once
+(:meth:`LostMessageSweep.sweep_orphans`); the stale message that comes back later finds the job
+finished and does nothing.
+
 The sweep: the records' live index gives the unfinished jobs untouched for ``grace`` seconds; a job
 whose task id is on no queue's list and not in ``unacked``, twice in a row (one sweep apart) with
 the same version, gets a fresh message, pushed by a Lua call that first checks the record has not
@@ -29,6 +36,11 @@ from maskq.service.records import JobStore, QueuedMessage
 log = logging.getLogger(__name__)
 
 
+def orphaned(owners: Mapping[str, tuple[str, int]], alive: set[str]) -> dict[str, int]:
+    """Running jobs (id -> (worker, version)) whose worker is not among the ``alive`` ones."""
+    return {jid: version for jid, (worker, version) in owners.items() if worker not in alive}
+
+
 def confirmed_lost(quiet: Mapping[str, int], present: set[str],
                    suspects: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     """``(lost, new suspects)``: a quiet job missing from the broker is lost when the previous sweep
@@ -36,6 +48,33 @@ def confirmed_lost(quiet: Mapping[str, int], present: set[str],
     missing = {jid: v for jid, v in quiet.items() if jid not in present}
     lost = {jid: v for jid, v in missing.items() if suspects.get(jid) == v}
     return lost, {jid: v for jid, v in missing.items() if jid not in lost}
+
+
+class Heartbeat:
+    """One worker instance's liveness key: ``{prefix}:worker:{instance}``, refreshed with a TTL."""
+
+    def __init__(self, r: Any, prefix: str, instance: str, ttl_seconds: float) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.instance = instance
+        self.ttl_ms = max(1000, int(ttl_seconds * 1000))
+
+    def key(self, instance: str) -> str:
+        return f"{self.prefix}:worker:{instance}"
+
+    def beat(self) -> None:
+        self.r.set(self.key(self.instance), "1", px=self.ttl_ms)
+
+    def stop(self) -> None:
+        """A clean shutdown: its jobs (none should be left running) need not wait for the TTL."""
+        self.r.delete(self.key(self.instance))
+
+    def alive(self, instances: set[str]) -> set[str]:
+        ordered = sorted(instances)
+        pipe = self.r.pipeline(transaction=False)
+        for i in ordered:
+            pipe.exists(self.key(i))
+        return {i for i, n in zip(ordered, pipe.execute(), strict=True) if n}
 
 
 class LostMessageSweep:
@@ -55,10 +94,27 @@ class LostMessageSweep:
         self.suspects_key = f"{jobs.prefix}:lost:suspects"
         self._token = secrets.token_hex(8)
 
-    def _take_turn(self) -> bool:
+    def _take_turn(self, key: str | None = None, interval: float | None = None) -> bool:
         """This sweep's turn across the cluster; the lock lapses just before the next sweep is due."""
-        ttl_ms = max(100, int(self.interval * 900))
-        return bool(self.r.set(self.lock_key, self._token, nx=True, px=ttl_ms))
+        ttl_ms = max(100, int((interval or self.interval) * 900))
+        return bool(self.r.set(key or self.lock_key, self._token, nx=True, px=ttl_ms))
+
+    def sweep_orphans(self, heartbeat: Heartbeat, interval: float) -> list[str]:
+        """Running jobs whose worker's heartbeat has lapsed get a new message (one sweeper at a time).
+        Only jobs started longer ago than the heartbeat's TTL: a younger one's worker cannot have been
+        missed yet."""
+        if not self._take_turn(f"{self.jobs.prefix}:orphans:lock", interval):
+            return []
+        owners = self.jobs.running_owners(heartbeat.ttl_ms / 1000)
+        if not owners:
+            return []
+        dead = orphaned(owners, heartbeat.alive({w for w, _ in owners.values()}))
+        requeued = []
+        for jid, version in dead.items():
+            if self.jobs.requeue(jid, version, self.message(jid)) == "requeued":
+                log.warning("job %s: its worker %s stopped beating; sent again", jid, owners[jid][0])
+                requeued.append(jid)
+        return requeued
 
     def sweep(self) -> list[str]:
         """One pass; returns the ids of the jobs whose message was re-sent."""

@@ -596,6 +596,19 @@ class JobStore:
         rows = self.r.zrangebyscore(self.live_key, "-inf", ceiling, start=0, num=limit, withscores=True)
         return {_s(jid): int(score) for jid, score in rows}
 
+    def running_owners(self, idle_seconds: float, limit: int = 10_000) -> dict[str, tuple[str, int]]:
+        """Running jobs untouched for ``idle_seconds``: job id -> (the worker instance running it, the
+        live index's version). Jobs started without an instance id are left out."""
+        quiet = self.quiet_live_jobs(idle_seconds, limit)
+        pipe = self.r.pipeline(transaction=False)
+        for jid in quiet:
+            pipe.hmget(self.job_key(jid), "state", "worker")
+        owners = {}
+        for (jid, version), (state, worker) in zip(quiet.items(), pipe.execute(), strict=True):
+            if _s(state or "") == JobState.RUNNING.value and worker:
+                owners[jid] = (_s(worker), version)
+        return owners
+
     @_redis_faults_are_transient
     def requeue(self, job_id: str, version: int, message: QueuedMessage) -> str:
         """Push ``message`` for a job whose own message was lost, only if its record is still
@@ -626,11 +639,15 @@ class JobStore:
         job = Job.from_hash(_pairs_to_dict(res[2]))
         return Transition(applied=int(res[0]) == 1, previous=JobState(_s(res[1])), job=job)
 
-    def mark_running(self, job_id: str) -> Transition:
+    def mark_running(self, job_id: str, worker: str = "") -> Transition:
         """Start an attempt: from queued, or from running when the previous attempt's worker was lost
-        (that also counts in ``lost_attempts``). Refused (``applied`` False) for a finished job."""
+        (that also counts in ``lost_attempts``). Refused (``applied`` False) for a finished job.
+        ``worker``: the running worker's instance id, which the orphan sweep checks for a heartbeat."""
+        fields = {"started_at": repr(self.clock())}
+        if worker:
+            fields["worker"] = worker
         return self._apply(job_id, JobState.RUNNING, incr=["attempts"], lost_from=JobState.RUNNING,
-                           delete=["error_code", "error_message"], fields={"started_at": repr(self.clock())})
+                           delete=["error_code", "error_message", "worker"], fields=fields)
 
     def mark_retrying(self, job_id: str, code: str, message: str) -> Transition:
         """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from maskq.service.backlog import UNACKED_KEY, task_ids_in_broker
-from maskq.service.lost import LostMessageSweep, confirmed_lost
+from maskq.service.lost import Heartbeat, LostMessageSweep, confirmed_lost, orphaned
 from maskq.service.queue import Publisher, create_celery
 from maskq.service.records import JobState, JobStore
 from maskq.settings import Settings
@@ -23,6 +23,13 @@ def test_a_job_is_lost_only_when_two_sweeps_miss_it_at_the_same_version():
     assert lost == {"again": 7}
     assert suspects == {"new": 5, "moved": 9}  # first miss, and a job that changed since the last miss
     assert confirmed_lost({}, set(), {"x": 1}) == ({}, {})
+
+
+def test_an_orphan_is_a_running_job_whose_worker_is_not_alive():
+    owners = {"a": ("w1", 3), "b": ("w2", 4), "c": ("w1", 5)}
+    assert orphaned(owners, alive={"w1"}) == {"b": 4}
+    assert orphaned(owners, alive={"w1", "w2"}) == {}
+    assert orphaned(owners, alive=set()) == {"a": 3, "b": 4, "c": 5}
 
 
 # ---- on Redis --------------------------------------------------------------------------------------
@@ -119,3 +126,44 @@ def test_a_finished_job_leaves_the_live_index_in_the_same_call(world):
     canceled, _ = store.create("acme", "mask", {}, "acme/y/input.png", message=publisher.job_message)
     store.cancel_queued(canceled.id)
     assert store.r.zcard(store.live_key) == 0
+
+
+def test_running_jobs_of_a_dead_worker_are_sent_again_once(world):
+    store, publisher, sweep, clock = world
+    live = Heartbeat(store.r, store.prefix, "live-worker", ttl_seconds=20)
+    dead = Heartbeat(store.r, store.prefix, "dead-worker", ttl_seconds=20)
+    for name in ("on-live", "on-dead", "old-record", "young", "waiting"):
+        store.create("acme", "mask", {}, f"acme/{name}/input.png", job_id=name, message=publisher.job_message)
+    for name in ("on-live", "on-dead", "old-record", "young"):
+        _take(store, name)  # delivered: in the worker's hands
+    live.beat()
+    dead.beat()
+    store.mark_running("on-live", worker="live-worker")
+    store.mark_running("on-dead", worker="dead-worker")
+    store.mark_running("old-record")  # started by a worker without an instance id: never judged
+    dead.stop()  # its key is gone, as after the TTL
+    time.sleep(0.12)
+    assert sweep.sweep_orphans(live, interval=0.05) == []  # started < 20 s ago: too young to judge
+    clock.now += 21
+    store.mark_running("young", worker="dead-worker")
+    time.sleep(0.12)
+    assert sweep.sweep_orphans(live, interval=0.05) == ["on-dead"]
+    assert "on-dead" in task_ids_in_broker(store.r) and "young" not in task_ids_in_broker(store.r)
+    # the new delivery is a new attempt of the same record, counted as a lost one
+    t = store.mark_running("on-dead", worker="live-worker")
+    assert t.applied and t.job.attempts == 2 and t.job.lost_attempts == 1
+    assert store.r.hget(store.job_key("on-dead"), "worker") == "live-worker"
+    clock.now += 21
+    time.sleep(0.12)
+    assert sweep.sweep_orphans(live, interval=0.05) == ["young"]  # now old enough; on-dead's worker lives
+    assert sum(1 for m in store.r.lrange("cpu", 0, -1) if json.loads(m)["headers"]["id"] == "on-dead") == 1
+
+
+def test_a_heartbeat_lapses_by_itself(world):
+    store, _, _, _ = world
+    hb = Heartbeat(store.r, store.prefix, "w", ttl_seconds=1)
+    hb.beat()
+    assert hb.alive({"w", "other"}) == {"w"}
+    time.sleep(1.1)
+    assert hb.alive({"w"}) == set()
+    assert hb.alive(set()) == set()

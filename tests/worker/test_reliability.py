@@ -176,20 +176,45 @@ def test_redis_restart_worker_reconnects(s3_server, tmp_path, start_worker):
         redis.cleanup()
 
 
-def test_soft_time_limit_fails_the_job_as_timeout_and_the_worker_goes_on(redis_url, s3_server, start_worker):
-    """A 35 MP image with a 1 s soft limit: the job fails `timeout`, the next small one succeeds."""
+def _slow_jpeg(width: int = 7000, height: int = 5000) -> bytes:
+    """A smooth picture (the JPEG stays small) large enough to keep a worker busy for seconds."""
     import io
 
     import numpy as np
     from PIL import Image
 
+    big = io.BytesIO()
+    ramp = np.linspace(0, 255, width, dtype=np.float32)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:height, None], np.float32(128)), -1).astype(np.uint8)
+    Image.fromarray(pixels).save(big, "JPEG", quality=80)
+    return big.getvalue()
+
+
+def test_a_dead_workers_running_job_resumes_long_before_the_visibility_timeout(redis_url, s3_server, start_worker):
+    """The whole worker is SIGKILLed while its job runs: its heartbeat lapses, and a new worker runs
+    the job again within seconds, while kombu would give the message back only after 300 s."""
+    c = make_client(redis_url, s3_server, visibility_timeout=300, task_soft_time_limit=90, task_time_limit=100,
+                    lost_sweep_seconds=0, worker_heartbeat_seconds=1, worker_dead_after_seconds=3)
+    w = start_worker(c.settings, concurrency=1)
+    jid = c.submit(_slow_jpeg(), "blur", {"format": "png"}, extension="jpg")
+    deadline = time.monotonic() + 60
+    while c.jobs.get(jid).state is not JobState.RUNNING:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    w.kill()
+    t0 = time.monotonic()
+    w2 = start_worker(c.settings, concurrency=1)
+    job = c.wait([jid], timeout=120)[jid]
+    assert job.state is JobState.SUCCEEDED and job.attempts == 2 and job.lost_attempts == 1, job
+    assert time.monotonic() - t0 < 120 and "stopped beating; sent again" in w2.log_text()
+    c.close()
+
+
+def test_soft_time_limit_fails_the_job_as_timeout_and_the_worker_goes_on(redis_url, s3_server, start_worker):
+    """A 35 MP image with a 1 s soft limit: the job fails `timeout`, the next small one succeeds."""
     c = make_client(redis_url, s3_server, task_soft_time_limit=1, task_time_limit=20, visibility_timeout=30)
     w = start_worker(c.settings)
-    big = io.BytesIO()  # 35 MP (under the 50 MP limit), a smooth picture so the JPEG stays small
-    ramp = np.linspace(0, 255, 7000, dtype=np.float32)
-    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:5000, None], np.float32(128)), -1).astype(np.uint8)
-    Image.fromarray(pixels).save(big, "JPEG", quality=80)
-    slow = c.submit(big.getvalue(), "blur", {"format": "png"}, extension="jpg")
+    slow = c.submit(_slow_jpeg(), "blur", {"format": "png"}, extension="jpg")  # 35 MP, under the 50 MP limit
     job = c.wait([slow], timeout=90)[slow]
     assert job.state is JobState.FAILED and job.error_code == "timeout", job
     nxt = c.submit(png_bytes(), "mask")
