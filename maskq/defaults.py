@@ -110,9 +110,12 @@ WORKER_DEAD_AFTER_SECONDS = 20
 # would block every restore for kombu's default 300 s. Restores are safe to overlap (each message moves
 # in a WATCH transaction), so the lock only has to outlive one restore pass.
 BROKER_RESTORE_LOCK_SECONDS = 30
-# Transient faults (S3, Redis) are retried this many times with exponential backoff and full jitter:
-# 1+2+4+8+16 ~ 30 s, beyond that the outage is an operator's problem and the job fails `storage_unavailable`.
-TASK_MAX_RETRIES = 5
+# Transient faults (S3, Redis) are retried this many times with exponential backoff and full jitter
+# (each wait is uniform in [0, min(60, 2^n)] s): 8 waits sum to 90 s at the median, and fewer than 1 in
+# 100 jobs give up within 30 s, so a storage restart or failover of tens of seconds fails nothing (with 5,
+# the seed's value, 3 jobs in 4 gave up within 20 s). Beyond that the outage is an operator's problem
+# and the job fails `storage_unavailable`.
+TASK_MAX_RETRIES = 8
 RETRY_BACKOFF_SECONDS = 1
 RETRY_BACKOFF_MAX_SECONDS = 60
 # A job whose worker process died this many times (SIGKILL, OOM, segfault) is failed as `internal`:

@@ -78,6 +78,17 @@ def _name_instance(**_: Any) -> None:
     liveness.instance_id()
 
 
+@signals.task_received.connect
+def _note_holder(request: Any = None, **_: Any) -> None:
+    """The job's record names this worker as the holder of its message (prefetched, or a retry
+    waiting for its countdown), so that the message is sent again if this worker dies."""
+    from maskq.service.queue import PROCESS_TASK
+    from worker import liveness
+
+    if request is not None and request.name == PROCESS_TASK:
+        liveness.hold(request.id)
+
+
 @signals.worker_ready.connect
 def _start_liveness(**_: Any) -> None:
     """The heartbeat, and the sweeps that re-send jobs of dead workers and lost messages."""

@@ -1,6 +1,6 @@
 """The worker's liveness thread, in its main process: started when the worker is ready, stopped at
 shutdown. Every ``worker_heartbeat_seconds`` it refreshes this worker's heartbeat and re-sends the
-running jobs of workers whose heartbeat has lapsed; every ``lost_sweep_seconds`` it re-sends jobs
+jobs held by workers whose heartbeat has lapsed; every ``lost_sweep_seconds`` it re-sends jobs
 whose message the broker lost (:mod:`maskq.service.lost`). Jobs go to the queue this worker
 consumes, so a live worker is there to take them."""
 
@@ -34,6 +34,17 @@ def instance_id() -> str:
     if not value:
         value = os.environ[INSTANCE_ENV] = uuid.uuid4().hex[:16]
     return value
+
+
+def hold(job_id: str) -> None:
+    """Record this instance as the holder of a queued job's message (main process, on receipt)."""
+    from maskq.errors import MaskqError
+    from worker import runtime
+
+    try:
+        runtime.get().jobs.mark_held(job_id, instance_id())
+    except MaskqError as exc:  # Redis down: the job waits for the visibility timeout if we die
+        log.warning("job %s: could not record its holder: %s", job_id, exc)
 
 
 def _run(sweep: LostMessageSweep, heartbeat: Heartbeat | None, settings: Settings) -> None:

@@ -189,14 +189,20 @@ def find_redis_server() -> str:
 
 
 class RedisServer(ServerProcess):
-    """A throwaway Redis: no persistence (tests and `maskq up` want a clean slate), loopback only."""
+    """A Redis on loopback. Tests want a clean slate (no persistence); `maskq up` passes
+    ``persistent=True``: an append-only file in the working folder, fsynced every second, so that a
+    Redis killed and started again keeps its queues and records (a killed process loses nothing it
+    acknowledged: its writes are in the kernel's page cache; a machine that crashes can lose the
+    last second)."""
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, workdir: Path | None = None, binary: str | None = None,
+                 persistent: bool = False) -> None:
         super().__init__(workdir)
         self.port = port or free_port()
         self.binary = binary or find_redis_server()
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -209,7 +215,8 @@ class RedisServer(ServerProcess):
         return [self.port]
 
     def argv(self) -> list[str]:
-        return [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+        durability = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
+        return [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", *durability,
                 "--dir", str(self.workdir), "--databases", "64", "--protected-mode", "yes"]
 
     def ready(self) -> bool:

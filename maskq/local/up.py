@@ -1,6 +1,7 @@
 """``maskq up``: the whole service on this machine, in the foreground, until Ctrl-C.
 
-Starts, as child processes it owns, Redis and an S3 server (:mod:`maskq.local.embedded`, the same code
+Starts, as child processes it owns, Redis (with an append-only file: a restart keeps the queue and
+the records) and an S3 server (:mod:`maskq.local.embedded`, the same code
 the tests use), a Celery worker (``cpu`` and ``webhooks`` queues) and the API (uvicorn), all bound
 to 127.0.0.1; waits until each answers; prints the web page's URL first (``/ui``, served by the API),
 then the API's, a key and a curl example. Ctrl-C or SIGTERM stops them in reverse order (the worker
@@ -242,8 +243,8 @@ class Stack:
         if not self.api_keys:
             self.api_keys = f"{local_api_key(self.state_dir)}:{LOCAL_TENANT}"
         try:
-            self.redis = RedisServer(port=self.redis_port or None, workdir=self.state_dir / "redis")
-            self._start(self.redis, f"redis  {self.redis.url}  ({Path(self.redis.binary).name})")
+            self.redis = RedisServer(port=self.redis_port or None, workdir=self.state_dir / "redis", persistent=True)
+            self._start(self.redis, f"redis  {self.redis.url}  ({Path(self.redis.binary).name}, append-only file)")
             self.s3 = S3Server(self.settings.s3_access_key, self.settings.s3_secret_key, port=self.s3_port or None,
                                workdir=self.state_dir / "s3")
             self._start(self.s3, f"s3     http://{self.s3.endpoint}  (data in {self.s3.workdir / 'data'})")

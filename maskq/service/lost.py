@@ -8,9 +8,11 @@ of writes can lose one too. The record survives (it is written with the message,
 so without this sweep the job would stay ``queued`` or ``running`` for ever.
 
 A worker that dies whole (SIGKILL, a lost node) leaves its running jobs' messages in ``unacked``,
-where kombu restores them only after the visibility timeout (5 minutes by default). Each worker
-therefore writes a heartbeat key with a short TTL, and a running job records which worker instance
-runs it: a running job whose worker's heartbeat has lapsed is an orphan and is sent again at once
+(and those it had prefetched, and retries waiting for their countdown), where kombu restores them
+only after the visibility timeout (5 minutes by default). Each worker therefore writes a heartbeat
+key with a short TTL, and a job's record names the worker instance that holds it (received its
+message, or runs it): an unfinished job whose worker's heartbeat has lapsed is an orphan and is
+sent again at once
 (:meth:`LostMessageSweep.sweep_orphans`); the stale message that comes back later finds the job
 finished and does nothing.
 
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def orphaned(owners: Mapping[str, tuple[str, int]], alive: set[str]) -> dict[str, int]:
-    """Running jobs (id -> (worker, version)) whose worker is not among the ``alive`` ones."""
+    """Held jobs (id -> (worker, version)) whose worker is not among the ``alive`` ones."""
     return {jid: version for jid, (worker, version) in owners.items() if worker not in alive}
 
 
@@ -100,12 +102,12 @@ class LostMessageSweep:
         return bool(self.r.set(key or self.lock_key, self._token, nx=True, px=ttl_ms))
 
     def sweep_orphans(self, heartbeat: Heartbeat, interval: float) -> list[str]:
-        """Running jobs whose worker's heartbeat has lapsed get a new message (one sweeper at a time).
-        Only jobs started longer ago than the heartbeat's TTL: a younger one's worker cannot have been
-        missed yet."""
+        """Unfinished jobs whose worker's heartbeat has lapsed get a new message (one sweeper at a
+        time). Only jobs untouched for longer than the heartbeat's TTL: a younger one's worker cannot
+        have been missed yet."""
         if not self._take_turn(f"{self.jobs.prefix}:orphans:lock", interval):
             return []
-        owners = self.jobs.running_owners(heartbeat.ttl_ms / 1000)
+        owners = self.jobs.owners(heartbeat.ttl_ms / 1000)
         if not owners:
             return []
         dead = orphaned(owners, heartbeat.alive({w for w, _ in owners.values()}))

