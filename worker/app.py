@@ -19,6 +19,8 @@ from maskq.settings import get_settings
 log = logging.getLogger(__name__)
 
 app = create_celery(get_settings(), include=["worker.tasks"])
+# survives the broker connection dropping while jobs run (Celery 5.7.0 crashes: worker/consumer.py)
+app.conf.worker_consumer = "worker.consumer:Consumer"
 
 # log context, JSON logs, busy/model metrics: Celery signal hooks (worker.observability)
 from worker import observability  # noqa: E402,F401

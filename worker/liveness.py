@@ -26,6 +26,10 @@ INSTANCE_ENV = "MASKQ_WORKER_INSTANCE"
 
 _stop = threading.Event()
 _thread: threading.Thread | None = None
+# jobs whose message this worker received and then dropped (a broker reconnect), to be marked as
+# held by a worker that never beats once Redis answers again (abandon)
+_abandoned: set[str] = set()
+_abandoned_lock = threading.Lock()
 
 
 def instance_id() -> str:
@@ -47,6 +51,23 @@ def hold(job_id: str) -> None:
         log.warning("job %s: could not record its holder: %s", job_id, exc)
 
 
+def abandon(job_ids: set[str]) -> None:
+    """This worker dropped these jobs' messages without running them (Celery clears what it holds on
+    a broker reconnect): the orphan sweep is to send them again, as it does for a dead worker's."""
+    with _abandoned_lock:
+        _abandoned.update(job_ids)
+    log.warning("%d received job(s) dropped on a broker reconnect; they will be sent again", len(job_ids))
+
+
+def _mark_abandoned(jobs: JobStore) -> None:
+    with _abandoned_lock:
+        pending = list(_abandoned)
+    for jid in pending:
+        jobs.mark_held(jid, f"{instance_id()}.dropped")  # no such instance ever beats
+        with _abandoned_lock:
+            _abandoned.discard(jid)
+
+
 def _run(sweep: LostMessageSweep, heartbeat: Heartbeat | None, settings: Settings) -> None:
     from worker import metrics
 
@@ -56,6 +77,7 @@ def _run(sweep: LostMessageSweep, heartbeat: Heartbeat | None, settings: Setting
         try:
             if heartbeat is not None:
                 heartbeat.beat()
+                _mark_abandoned(sweep.jobs)
                 requeued = sweep.sweep_orphans(heartbeat, settings.worker_heartbeat_seconds)
                 metrics.LOST_MESSAGES.labels("dead_worker").inc(len(requeued))
             if settings.lost_sweep_seconds > 0 and time.monotonic() >= next_lost:

@@ -176,6 +176,33 @@ def test_redis_restart_worker_reconnects(s3_server, tmp_path, start_worker):
         redis.cleanup()
 
 
+def test_redis_killed_while_a_job_runs_the_worker_survives_and_the_job_ends(s3_server, tmp_path, start_worker):
+    """Redis SIGKILLed (append-only file, as `maskq up` runs it) while an acks-late job runs: the worker
+    reconnects instead of exiting (Celery 5.7.0's reconnect crashed it: worker/consumer.py), and the
+    job, kept by Redis, ends succeeded."""
+    redis = RedisServer(workdir=tmp_path / "redis", persistent=True).start()
+    try:
+        c = make_client(redis.url, s3_server, task_soft_time_limit=90, task_time_limit=100, visibility_timeout=120,
+                        worker_heartbeat_seconds=1, worker_dead_after_seconds=3)
+        w = start_worker(c.settings, concurrency=1)
+        jid = c.submit(_slow_jpeg(), "blur", {"format": "png"}, extension="jpg")
+        deadline = time.monotonic() + 60
+        while c.jobs.get(jid).state is not JobState.RUNNING:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.05)
+        redis.kill()
+        time.sleep(1)
+        redis.start()
+        job = c.wait([jid], timeout=120)[jid]
+        assert job.state is JobState.SUCCEEDED, job
+        assert w.alive and w.starts == 1, w.log_text()[-3000:]
+        nxt = c.submit(png_bytes(), "mask")
+        assert c.wait([nxt], timeout=60)[nxt].state is JobState.SUCCEEDED
+        c.close()
+    finally:
+        redis.cleanup()
+
+
 def _slow_jpeg(width: int = 7000, height: int = 5000) -> bytes:
     """A smooth picture (the JPEG stays small) large enough to keep a worker busy for seconds."""
     import io
