@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.errors import validation_error
+from api.multipart import read_form
 from api.schemas import (
     WEBHOOK_EVENTS,
     WEBHOOK_EVENTS_PATTERN,
@@ -78,7 +79,7 @@ async def read_submission(request: Request, *, many: bool, max_files: int = 1) -
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype == "multipart/form-data":
         name = "images" if many else "image"
-        async with request.form(max_files=max_files, max_fields=8) as form:
+        async with read_form(request, max_files=max_files, max_fields=8) as form:
             for key in form.keys():
                 if key not in (name, *_FORM_TEXT_FIELDS):
                     raise InvalidParameterError(f"{key}: unknown field; send {name}, {', '.join(_FORM_TEXT_FIELDS)}",

@@ -3,6 +3,8 @@
 
 * :class:`maskq.errors.MaskqError` -> its ``http_status`` and stable ``code``;
 * request validation (FastAPI/pydantic) -> 422 ``invalid_parameter`` with the field named;
+* a client that left before its body was whole (Starlette's ``ClientDisconnect``) -> 400
+  ``incomplete_body``: nobody reads that answer, but the metrics and logs count a refusal, not a bug;
 * Starlette's HTTP errors (unknown route, wrong method, a malformed multipart body) -> their status
   with a code derived from it;
 * anything else -> 500 ``internal`` (logged with its traceback, never shown to the client).
@@ -18,14 +20,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 
 from maskq.errors import (
     BacklogFullError,
+    IncompleteBodyError,
     InternalError,
     InvalidParameterError,
     MaskqError,
     UnauthorizedError,
+    UploadBudgetFullError,
     first_error,
 )
 
@@ -33,10 +38,10 @@ log = logging.getLogger("maskq.api")
 
 # HTTP-level failures that no maskq error class stands for
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "image_too_large",
-               415: "unsupported_format", 422: "invalid_parameter", 429: "backlog_full"}
+               405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 409: "conflict",
+               413: "image_too_large", 415: "unsupported_format", 422: "invalid_parameter", 429: "backlog_full"}
 # statuses counted in maskq_http_rejections_total{reason}
-REJECTION_STATUSES = frozenset({413, 415, 422, 429})
+REJECTION_STATUSES = frozenset({408, 413, 415, 422, 429})
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,7 +53,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 def error_response(err: MaskqError, headers: dict[str, str] | None = None) -> JSONResponse:
     extra = dict(headers or {})
-    if isinstance(err, BacklogFullError):
+    if isinstance(err, BacklogFullError | UploadBudgetFullError):
         extra["Retry-After"] = str(err.details.get("retry_after", 30))
     if isinstance(err, UnauthorizedError):
         extra["WWW-Authenticate"] = 'Bearer realm="maskq"'
@@ -81,6 +86,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return error_response(IncompleteBodyError("the client closed the connection before its body was whole"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,7 +1,9 @@
 """The maskq API: ``uvicorn api.main:app``. ``create_app(settings)`` builds one (tests build several).
 
-Middlewares, outermost first: request id + metrics + access log (:mod:`api.metrics`), then the body
-size cap (:mod:`api.limits`); errors are mapped to HTTP in :mod:`api.errors` only.
+Middlewares, outermost first: request id + metrics + access log (:mod:`api.metrics`), then the body's
+limits (:mod:`api.limits`): size (413), the upload budget (429), the body timeout (408), so that an
+oversized body is told so rather than to come back later; errors are mapped to HTTP in
+:mod:`api.errors` only.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 import maskq
 from api import errors
-from api.limits import BodyLimitMiddleware
+from api.limits import BodyLimitMiddleware, BodyTimeoutMiddleware, UploadBudget, UploadBudgetMiddleware
 from api.metrics import ObservabilityMiddleware
 from api.routes import batches, health, jobs, ui, uploads
 from api.services import Services
@@ -52,6 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (jobs.router, uploads.router, batches.router, health.router, ui.router):
         app.include_router(router)
+    # each add_middleware wraps the ones before it: the last added is the outermost
+    app.add_middleware(BodyTimeoutMiddleware, timeout=s.body_timeout_seconds)
+    budget = UploadBudget(s.upload_budget_bytes)
+    services.metrics.watch_uploads(lambda: budget.in_flight)
+    app.add_middleware(UploadBudgetMiddleware, budget=budget)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.max_request_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=services.metrics)
     return app

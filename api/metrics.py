@@ -5,7 +5,10 @@ one process, as in tests, never collide):
   (``/v1/jobs/{job_id}``), never the raw path, so ids do not explode the series count;
 * ``maskq_http_request_duration_seconds{route, method}`` — latency histogram;
 * ``maskq_jobs_enqueued_total{operation}`` — jobs sent to the queue (idempotent replays excluded);
-* ``maskq_http_rejections_total{reason}`` — ``413``, ``415``, ``422``, ``429`` answers;
+* ``maskq_http_rejections_total{reason}`` — ``408``, ``413``, ``415``, ``422``, ``429`` answers;
+* ``maskq_upload_bytes_in_flight`` — the request body bytes this process is receiving now, as the
+  upload budget counts them (:class:`api.limits.UploadBudgetMiddleware`; 429 past
+  ``MASKQ_UPLOAD_BUDGET_BYTES``);
 * ``maskq_jobs_finished_total{queue, operation, state}`` — the jobs that end in the API: canceled
   ones (the workers count the others under the same name; ``sum`` in PromQL);
 * ``maskq_queue_backlog_jobs{queue}`` — queued + running jobs per queue, read from Redis at scrape
@@ -19,10 +22,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from api.errors import REJECTION_STATUSES
 from maskq import defaults
 from maskq import logging as mlog
 from maskq.service.backlog import BacklogCollector
@@ -53,6 +58,12 @@ class ApiMetrics:
         if backlog is not None:
             self.registry.register(backlog)
         self.queue = queue
+
+    def watch_uploads(self, in_flight: Callable[[], float]) -> None:
+        """Export the upload budget's level, read at scrape time."""
+        gauge = Gauge("maskq_upload_bytes_in_flight", "Request body bytes this process is receiving now",
+                      registry=self.registry)
+        gauge.set_function(in_flight)
 
     def job_finished(self, job: Job) -> None:
         """The end-of-job count (:func:`maskq.service.endings.job_ended`), as the worker makes it."""
@@ -108,7 +119,7 @@ class ObservabilityMiddleware:
             m = self.metrics
             m.requests.labels(template, method, str(status)).inc()
             m.latency.labels(template, method).observe(elapsed)
-            if status in (413, 415, 422, 429):
+            if status in REJECTION_STATUSES:
                 m.rejections.labels(str(status)).inc()
             state = scope.get("state", {})
             if access_log.isEnabledFor(logging.INFO):

@@ -175,3 +175,18 @@ BACKLOG_RETRY_AFTER_SECONDS = 30
 # delivery (SSRF and DNS rebinding: a job could make the webhook worker call the cluster's internal
 # services). Tests and a laptop's local receiver turn it on; never production.
 WEBHOOK_ALLOW_PRIVATE = False
+
+# --- upload abuse (issue 19) --------------------------------------------------------------------
+# The whole request body must arrive within this many seconds of the API first asking for it, else 408:
+# a client sending a byte a second (slowloris) would otherwise hold a connection, and its share of the
+# upload budget below, for as long as it likes. 60 s lets the largest body (MAX_REQUEST_BYTES, ~50 MB)
+# arrive over a ~7 Mbit/s uplink; slower clients upload with POST /v1/uploads, straight to S3.
+BODY_TIMEOUT_SECONDS = 60.0
+# Request body bytes one API process receives at once, counted from Content-Length (a chunked body as it
+# streams): past it a new upload gets 429 before a byte of its body is read. A body is held in memory
+# whole while its image is checked and stored, so this bounds the process's memory under a flood:
+# 192 MiB is three bodies at the 50 MB limit (or ~50 phone photos), which with the process's own ~100 MB
+# keeps it under 500 MB (bench/upload_abuse.py); a request at MAX_REQUEST_BYTES must always fit.
+UPLOAD_BUDGET_BYTES = 192 * 1024 * 1024
+# Retry-After of that 429: uploads in progress finish within seconds, so the budget frees quickly.
+UPLOAD_BUDGET_RETRY_AFTER_SECONDS = 5

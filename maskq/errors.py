@@ -66,6 +66,21 @@ class ImageTooLargeError(InputError):
     http_status = 413
 
 
+class IncompleteBodyError(InputError):
+    """The request body ended, or its client left, before it was whole: a multipart body without its
+    closing boundary, or fewer bytes than its ``Content-Length`` (HTTP only)."""
+
+    code = "incomplete_body"
+    http_status = 400
+
+
+class BodyTimeoutError(InputError):
+    """The request body did not arrive within ``MASKQ_BODY_TIMEOUT_SECONDS`` (HTTP only)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class InvalidParameterError(InputError):
     code = "invalid_parameter"
     http_status = 422
@@ -128,12 +143,22 @@ class BacklogFullError(MaskqError):
     http_status = 429
 
 
+class UploadBudgetFullError(MaskqError):
+    """This API process is receiving as many request body bytes as ``MASKQ_UPLOAD_BUDGET_BYTES``
+    allows: come back after ``retry_after`` seconds (HTTP only)."""
+
+    code = "upload_budget_full"
+    http_status = 429
+
+
 ERROR_CODES: dict[str, type[MaskqError]] = {
     cls.code: cls
     for cls in (
         InvalidImageError,
         UnsupportedFormatError,
         ImageTooLargeError,
+        IncompleteBodyError,
+        BodyTimeoutError,
         InvalidParameterError,
         NotFoundError,
         ConflictError,
@@ -144,5 +169,6 @@ ERROR_CODES: dict[str, type[MaskqError]] = {
         InternalError,
         UnauthorizedError,
         BacklogFullError,
+        UploadBudgetFullError,
     )
 }

@@ -127,6 +127,8 @@ def open_image(
         raise ImageTooLargeError(f"input is {len(data)} bytes, the limit is {max_bytes}", limit_bytes=max_bytes)
     if not data:
         raise InvalidImageError("input is empty (0 bytes)")
+    if (canvas := webp_canvas(data)) is not None:
+        _check_pixels(*canvas, max_pixels)  # before Pillow's WebP reader allocates that canvas
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -145,12 +147,35 @@ def open_image(
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"image has no pixels ({width}x{height})")
+    _check_pixels(width, height, max_pixels)
+    return img
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"image is {width}x{height} = {width * height / 1e6:.1f} MP, the limit is {max_pixels / 1e6:.1f} MP",
             limit_pixels=max_pixels,
         )
-    return img
+
+
+def webp_canvas(data: bytes) -> tuple[int, int] | None:
+    """The canvas a WebP file declares in its first chunk (``VP8X``, ``VP8L`` or ``VP8 ``), or None
+    for anything else. Read by hand because Pillow opens every WebP with libwebp's animation decoder,
+    which allocates two canvases of 4 bytes a pixel when it is created, before Pillow knows the size:
+    2 GB of address space for a 70-byte file declaring 16383x16383 (Pillow's own guard does this check
+    first, but maskq turns that guard off to apply its own limit)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # 24-bit canvas width - 1 and height - 1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if chunk == b"VP8L" and data[20] == 0x2F:  # 14-bit width - 1 and height - 1 after the signature
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # a key frame's 14-bit width and height
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
 
 
 def _to_rgb_alpha(img: Image.Image) -> tuple[Image.Image, np.ndarray | None, bytes | None]:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     backlog_retry_after_seconds: int = Field(defaults.BACKLOG_RETRY_AFTER_SECONDS, ge=1)
     # accept webhook URLs that resolve to private, loopback or link-local addresses (tests, laptops)
     webhook_allow_private: bool = defaults.WEBHOOK_ALLOW_PRIVATE
+    # --- upload abuse (issue 19) ---
+    # seconds the whole request body may take to arrive, from the API's first read of it (408 after)
+    body_timeout_seconds: float = Field(defaults.BODY_TIMEOUT_SECONDS, gt=0)
+    # request body bytes one API process receives at once (429 past it); 0 turns the budget off
+    upload_budget_bytes: int = Field(defaults.UPLOAD_BUDGET_BYTES, ge=0)
     # --- observability (issue 8) ---
     log_format: Literal["json", "text"] = defaults.LOG_FORMAT
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = defaults.LOG_LEVEL
@@ -181,6 +186,13 @@ class Settings(BaseSettings):
                              "(one late beat must not make a live worker's jobs run twice)")
         if not self.webhook_secret.startswith("whsec_"):
             raise ValueError("MASKQ_WEBHOOK_SECRET: expected the Standard Webhooks form 'whsec_<base64>'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_api(self) -> Settings:
+        """A body at the size limit must fit in the upload budget, or it could never be received."""
+        if 0 < self.upload_budget_bytes < self.max_request_bytes:
+            raise ValueError("MASKQ_UPLOAD_BUDGET_BYTES must be 0 (off) or at least MASKQ_MAX_REQUEST_BYTES")
         return self
 
 

@@ -22,7 +22,7 @@ _BODY = create_body(many=True)
 
 @router.post("", status_code=202, response_model=BatchDocument, summary="Create a batch", openapi_extra=_BODY,
              responses={202: {"description": "queued", "headers": {"Location": {"schema": {"type": "string"}}}},
-                        **errors(400, 401, 413, 415, 422, 429)})
+                        **errors(400, 401, 408, 413, 415, 422, 429)})
 async def create_batch(request: Request, tenant: str = Depends(require_tenant)) -> JSONResponse:
     """Multipart with several ``images`` files, or JSON with ``input_keys`` from ``POST /v1/uploads``
     (the way for large images: a request body holds at most ``MASKQ_MAX_REQUEST_BYTES``)."""

@@ -8,8 +8,10 @@ from api.schemas import ErrorBody
 
 _ERROR_TEXT = {
     400: "malformed request", 401: "missing or unknown API key", 404: "not found (or another tenant's)",
-    409: "conflict with the job's state", 413: "body or image too large", 415: "not a supported image or body type",
-    422: "invalid parameter (the field is named in details.field)", 429: "backlog full; see Retry-After",
+    408: "the body did not arrive within MASKQ_BODY_TIMEOUT_SECONDS", 409: "conflict with the job's state",
+    413: "body or image too large", 415: "not a supported image or body type",
+    422: "invalid parameter (the field is named in details.field)",
+    429: "backlog full, or the server's upload budget full; see Retry-After",
     503: "Redis or S3 unavailable",
 }
 

@@ -33,7 +33,7 @@ _LOCATION = {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs
              openapi_extra=_CREATE_BODY,
              responses={202: {"description": "queued (or the first job for a repeated Idempotency-Key)",
                               "headers": _LOCATION, "content": {"application/json": {"example": JOB_EXAMPLE}}},
-                        **errors(400, 401, 409, 413, 415, 422, 429)})
+                        **errors(400, 401, 408, 409, 413, 415, 422, 429)})
 async def create_job(request: Request, tenant: str = Depends(require_tenant),
                      idempotency_key: str | None = IdempotencyKey) -> JSONResponse:
     """Send an image as ``multipart/form-data`` (field ``image``), or JSON with the ``input_key`` of an

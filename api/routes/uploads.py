@@ -21,7 +21,7 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {
 
 
 @router.post("", status_code=201, response_model=UploadTicket, summary="Get a presigned PUT URL",
-             openapi_extra=_BODY, responses=errors(400, 401, 422))
+             openapi_extra=_BODY, responses=errors(400, 401, 408, 413, 422, 429))
 async def create_upload(request: Request, tenant: str = Depends(require_tenant)) -> UploadTicket:
     """PUT the image's bytes to ``url`` (no Authorization header), then create a job with
     ``{"input_key": key, ...}``. The object is checked (size, type) when the job is created. The
