@@ -165,7 +165,7 @@ class Injector(threading.Thread):
     def __init__(self, stack: Stack, faults: list[Fault], t0: float, s3_down: float, log) -> None:
         super().__init__(name="chaos", daemon=True)
         self.stack, self.faults, self.t0, self.s3_down, self.log = stack, faults, t0, s3_down, log
-        self.timers: list[threading.Thread] = []
+        self.pending: list[threading.Event] = []  # set when a component on a timer is back
         self.done = threading.Event()
         self._released = threading.Event()
 
@@ -181,8 +181,8 @@ class Injector(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - report it; the checks at the end tell the damage
                 fault.note = f"injection failed: {exc}"
             self.log(f"  [{fault.started:6.1f} s] {fault.kind:<12} {fault.note}")
-        for t in self.timers:
-            t.join(timeout=self.s3_down + 300)
+        for back in self.pending:
+            back.wait(timeout=self.s3_down + 300)
         self.done.set()
         self._released.wait()
 
@@ -223,6 +223,9 @@ class Injector(threading.Thread):
     def _s3(self, fault: Fault) -> None:
         self.stack.s3.kill()
 
+        is_back = threading.Event()
+        self.pending.append(is_back)
+
         def back() -> None:
             time.sleep(self.s3_down)
             try:
@@ -231,11 +234,10 @@ class Injector(threading.Thread):
                 fault.note += f"; could not start again: {exc}"
             fault.recovered = round(self.now(), 1)
             self.log(f"  [{fault.recovered:6.1f} s] s3           back after {fault.recovered - fault.started:.1f} s")
+            is_back.set()
             self._released.wait()
 
-        t = threading.Thread(target=back, daemon=True)
-        t.start()
-        self.timers.append(t)
+        threading.Thread(target=back, daemon=True).start()
         fault.note = f"SIGKILL, back in {self.s3_down:.0f} s"
 
     def _api(self, fault: Fault) -> None:
