@@ -17,7 +17,7 @@ signals of what a failed mask looks like:
 * ``compact``: outline length squared over 4 pi area (1 for a disc): a ragged or torn outline.
 * and a few more (``area``, ``uncertain``, ``parts``, ``small``) that the fit may pick or not.
 
-The fit picked three of them (``COEFFICIENTS``: ``band``, ``compact``, ``small``), combined
+The fit picked three of them (``COEFFICIENTS``: ``band``, ``small``, ``margin``), combined
 by a logistic function fitted on held-out training photos, never on the sets the bench reports on;
 the value reads as the estimated probability that the mask's Dice against a true mask is at least
 0.8. A mask with no object pixel at all is 0. Refit with ``python bench/confidence.py --fit`` after
@@ -56,9 +56,12 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Refit 2026-12-04 for the retrained general model (sha1 254aa19511f4, 288 px; hold-out mean Dice
 # 0.915, 65 below 0.8): alone band 0.879, uncertain 0.850, margin 0.847 (reversed), compact 0.733;
 # picked band (CV AUC 0.870), + compact (0.890), + small (0.896); + scatter would add < 0.005.
-INTERCEPT = 6.768
-COEFFICIENTS: dict[str, float] = {"band": -0.2783, "compact": -0.2782, "small": -0.885}
-FIT_NOTE = "fitted on the general model's hold-out (models/general.onnx sha1 254aa19511f4)"
+# Refit 2026-12-05 for the stage-4 general model (sha1 f3400f7f8f9a, 288 px; hold-out mean Dice 0.920, 63
+# below 0.8): alone band 0.831, uncertain 0.812, margin 0.819 (reversed), scatter 0.751, compact 0.686;
+# picked band (CV AUC 0.826), + small (0.856), + margin (0.867); + scatter would add < 0.005.
+INTERCEPT = -19.48
+COEFFICIENTS: dict[str, float] = {"band": -0.1574, "small": -1.457, "margin": 26.15}
+FIT_NOTE = "fitted on the general model's hold-out (models/general.onnx sha1 f3400f7f8f9a)"
 
 
 def signals(foreground: np.ndarray) -> dict[str, float]:
