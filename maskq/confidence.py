@@ -59,6 +59,10 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Refit 2026-12-05 for the stage-4 general model (sha1 f3400f7f8f9a, 288 px; hold-out mean Dice 0.920, 63
 # below 0.8): alone band 0.831, uncertain 0.812, margin 0.819 (reversed), scatter 0.751, compact 0.686;
 # picked band (CV AUC 0.826), + small (0.856), + margin (0.867); + scatter would add < 0.005.
+# Tried 2026-12-05 as a second opinion, not kept: the agreement of the training-time side outputs
+# (strides 4, 8, 16, exported beside the alpha) with the alpha. Alone they find bad masks about as
+# well as band (ECSSD AUC 0.73-0.80), but added to band + small + margin they move ECSSD's AUC from
+# 0.881 to 0.872-0.883 and flag as many photos: they measure the same doubt again.
 INTERCEPT = -19.48
 COEFFICIENTS: dict[str, float] = {"band": -0.1574, "small": -1.457, "margin": 26.15}
 FIT_NOTE = "fitted on the general model's hold-out (models/general.onnx sha1 f3400f7f8f9a)"
