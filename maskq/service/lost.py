@@ -3,9 +3,9 @@
 kombu's Redis transport has a window in which a message exists nowhere: BRPOP has taken it off the
 queue's list and the worker has not yet written it to the ``unacked`` hash. A worker SIGKILLed in
 that window (milliseconds; longer on a loaded node) loses the message, and the visibility timeout
-cannot bring back what never reached ``unacked``. A Redis that restarts and loses its last second
-of writes can lose one too. The record survives (it is written with the message, in one Lua call),
-so without this sweep the job would stay ``queued`` or ``running`` for ever.
+cannot bring back what never reached ``unacked``. A Redis run with ``appendfsync everysec`` can lose
+its last writes on a restart, a message among them. The record survives (it is written with the
+message, in one Lua call), so without this sweep the job would stay ``queued`` or ``running`` for ever.
 
 A worker that dies whole (SIGKILL, a lost node) leaves its running jobs' messages in ``unacked``,
 (and those it had prefetched, and retries waiting for their countdown), where kombu restores them
