@@ -90,6 +90,15 @@ def val_names(names: list[str], seed: int = 0) -> set[str]:
     return held
 
 
+def blend_alpha(labels: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """Labels whose alpha is ``(1 - weight) * truth + weight * teacher``: the distillation target.
+    The truth keeps the object whole; the teacher's soft matte says how sure each outline is."""
+    out = np.array(labels, copy=True)
+    mixed = (1.0 - weight) * labels[..., 0].astype(np.float32) + weight * teacher.astype(np.float32)
+    out[..., 0] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 class Cache:
     """The decoded photos, memory-mapped, with the train/validation split."""
 
@@ -106,7 +115,8 @@ class Cache:
             self.train, self.val = self.train[:limit], self.val[: max(1, limit // 2)]
 
 
-def _batches(cache: Cache, indices: np.ndarray, batch_size: int, shuffle: bool, seed: int):
+def _batches(cache: Cache, indices: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+             teacher: np.ndarray | None = None, taught: np.ndarray | None = None, distill: float = 0.0):
     import tensorflow as tf
 
     def gen():
@@ -117,7 +127,11 @@ def _batches(cache: Cache, indices: np.ndarray, batch_size: int, shuffle: bool, 
             stop = len(order) - (len(order) % batch_size if shuffle else 0)
             for i in range(0, stop, batch_size):
                 pick = np.sort(order[i : i + batch_size])  # sorted reads are kinder to the mmap
-                yield cache.images[pick], cache.labels[pick]
+                labels = cache.labels[pick]
+                if teacher is not None:
+                    rows = np.isin(pick, taught)
+                    labels[rows] = blend_alpha(labels[rows], teacher[pick[rows]], distill)
+                yield cache.images[pick], labels
             epoch += 1
             if not shuffle:
                 return
@@ -168,15 +182,18 @@ GENERAL_AUGMENT = Augment(min_area=0.35, max_area=1.6, rotation=10.0, brightness
 
 
 def make_datasets(cache: Cache, image_size: int, batch_size: int, seed: int = 0, augment: Augment = GENERAL_AUGMENT,
-                  n_outputs: int = 1):
+                  n_outputs: int = 1, teacher: np.ndarray | None = None, taught: np.ndarray | None = None,
+                  distill: float = 0.0):
     """(train, validation) tf.data pipelines of (images, targets); targets are (alpha, ignore) stacked
-    on the last axis, repeated once per model output."""
+    on the last axis, repeated once per model output. With ``teacher`` (``training.teacher``), the
+    training alpha of the rows in ``taught`` is blended with the teacher's matte by ``distill``; the
+    hold-out is always scored against the truth."""
     import tensorflow as tf
 
     def fan_out(images, target):
         return images, tuple([target] * n_outputs) if n_outputs > 1 else target
 
-    train = (_batches(cache, cache.train, batch_size, True, seed)
+    train = (_batches(cache, cache.train, batch_size, True, seed, teacher, taught, distill)
              .map(_augment(image_size, cache.size, augment, seed), num_parallel_calls=1)
              .map(fan_out).prefetch(2))
     val = (_batches(cache, cache.val, batch_size, False, seed)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from training.data import DEFAULT_DATA_DIR
 from training.general_model import OUTPUT_NAME, SIDE_STRIDES, build_general_unet, copy_weights
@@ -48,10 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps-per-epoch", type=int, default=0, help="0: one pass over the training photos")
     p.add_argument("--bf16", action="store_true", help="mixed bfloat16 (CPUs with AMX / AVX-512 BF16)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.keras")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="blend the DUTS-TR training alphas with u2netp's mattes by this weight (0-1); "
+                        "needs python -m training.teacher --cache CACHE first")
     p.add_argument("--init-from", type=Path, help="start from these weights (.keras or .weights.h5)")
     args = p.parse_args(argv)
     if args.image_size % 32:
         p.error(f"--image-size must be a multiple of 32, got {args.image_size}")
+    if not 0.0 <= args.distill <= 1.0:
+        p.error(f"--distill is a weight between 0 and 1, got {args.distill}")
     return args
 
 
@@ -95,7 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(args.cache, args.seed, args.limit)
     steps = args.steps_per_epoch or len(cache.train) // args.batch_size
     n_outputs = 1 + len(SIDE_STRIDES)
-    train_ds, val_ds = make_datasets(cache, args.image_size, args.batch_size, args.seed, n_outputs=n_outputs)
+    teacher = taught = None
+    if args.distill:
+        from training import teacher as teacher_mattes
+
+        teacher, taught = teacher_mattes.load(args.cache)
+        taught = taught[np.isin(taught, cache.train)]
+        print(f"distilling u2netp's mattes into {len(taught)} of {len(cache.train)} training photos "
+              f"at weight {args.distill}", flush=True)
+    train_ds, val_ds = make_datasets(cache, args.image_size, args.batch_size, args.seed, n_outputs=n_outputs,
+                                     teacher=teacher, taught=taught, distill=args.distill)
     print(f"{len(cache.train)} training photos, {len(cache.val)} held out; {steps} steps an epoch", flush=True)
 
     log_path, last_path = args.out / LOG_NAME, args.out / LAST_NAME
