@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training.pretrained import normalise
 from training.saliency_data import Cache
 
 TEACHER_SIZE = 320  # u2netp's input
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
 TEACHER_NAME = "teacher.npy"
 PROGRESS_NAME = "teacher.json"
 
@@ -36,8 +35,7 @@ PROGRESS_NAME = "teacher.json"
 def u2netp_input(image: np.ndarray) -> np.ndarray:
     """rembg's preprocessing for u2netp: (1, 3, 320, 320) float32."""
     im = np.asarray(Image.fromarray(image).resize((TEACHER_SIZE, TEACHER_SIZE), Image.LANCZOS), np.float32)
-    im = im / max(float(im.max()), 1e-6)
-    return ((im - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
+    return normalise(im / max(float(im.max()), 1e-6)).transpose(2, 0, 1)[None].astype(np.float32)
 
 
 def stretch(pred: np.ndarray) -> np.ndarray:
