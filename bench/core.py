@@ -35,11 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.peers import CACHE, rembg_env  # noqa: E402
+from maskq.defaults import SHARED_DATASETS  # noqa: E402
 from maskq.models import DEFAULT_MODEL, MODELS  # noqa: E402
 from maskq.pipeline import STAGES, Pipeline  # noqa: E402
 from maskq.settings import load_settings  # noqa: E402
 
-PETS = REPO.parent / "shared" / "datasets" / "oxford-pets" / "test-fullres" / "images"
+PETS = SHARED_DATASETS / "oxford-pets" / "test-fullres" / "images"
 SIZES = {"0.3 MP": (640, 480), "2 MP": (1632, 1224), "12 MP": (4000, 3000)}
 FOLDER_IMAGES = 16
 

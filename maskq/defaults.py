@@ -10,6 +10,9 @@ REPO_ROOT = PACKAGE_ROOT.parent
 # Models ship in the repository (a few MB); the worker image copies this folder. Which file is
 # which model, and its input size, is maskq.models' registry.
 MODELS_DIR = REPO_ROOT / "models"
+# The evaluation and training data sets sit beside the checkout (../shared/datasets, see its README),
+# never inside it: benches, training and tests read them from here unless told another folder.
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 # fp32 is the reference the model card measures; int8 is opt-in after its own Dice check.
 DEFAULT_PRECISION = "fp32"
 

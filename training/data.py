@@ -11,7 +11,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "oxford-pets"
+from maskq.defaults import SHARED_DATASETS
+
+DEFAULT_DATA_DIR = SHARED_DATASETS / "oxford-pets"
 CACHE_SIZE = 256  # images are decoded once at this size and kept in memory; crops are cut from it
 AUTOTUNE = tf.data.AUTOTUNE
 BACKGROUND_LABEL = 1  # trimap 2 (background) after the shift to 0-based classes

@@ -31,11 +31,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from maskq.defaults import SHARED_DATASETS
 from maskq.matting import DEFAULT_MATTING, MattingParams, network_input, soft_alpha
 from maskq.segmentation import OnnxSegmenter
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "oxford-pets"
-DEFAULT_ECSSD_DIR = DEFAULT_DATA_DIR.parent / "ecssd-dev"
+DEFAULT_DATA_DIR = SHARED_DATASETS / "oxford-pets"
+DEFAULT_ECSSD_DIR = SHARED_DATASETS / "ecssd-dev"
 SCORE_SIZE = 128  # Dice and IoU on masks resized to 128x128: every photo weighs the same
 BOUNDARY_TOLERANCE = 2  # px at the stored size, for boundary F
 BATCH = 16

@@ -12,7 +12,7 @@ from PIL import Image
 from maskq import defaults
 
 SAMPLES = defaults.REPO_ROOT / "samples"
-PETS = defaults.REPO_ROOT.parent / "shared" / "datasets" / "oxford-pets"
+PETS = defaults.SHARED_DATASETS / "oxford-pets"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import pytest
 
 from maskq import defaults
 
-PETS = defaults.REPO_ROOT.parent / "shared" / "datasets" / "oxford-pets"
+PETS = defaults.SHARED_DATASETS / "oxford-pets"
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_shipped_model_on_test_images(pets):
     assert 0.5 < report["net256"]["pixel_accuracy"] <= 1.0
 
 
-ECSSD = defaults.REPO_ROOT.parent / "shared" / "datasets" / "ecssd-dev"
+ECSSD = defaults.SHARED_DATASETS / "ecssd-dev"
 # On everyday photos the pets model scores ~0.5 (issue 16); the general model must clear this.
 ECSSD_FLOOR = 0.8
 
