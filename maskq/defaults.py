@@ -124,6 +124,11 @@ RETRY_BACKOFF_MAX_SECONDS = 60
 # A job whose worker process died this many times (SIGKILL, OOM, segfault) is failed as `internal`:
 # a poison input must not cycle through the pool for ever.
 MAX_LOST_ATTEMPTS = 3
+# One attempt of a job at a time: the attempt running it holds a lease in Redis, renewed every third of
+# this. A second message for the job (a retry's copy, a resubmission, a redelivery) waits while the lease
+# lives instead of taking over a live attempt; a pool child SIGKILLed mid-job leaves a lease that lapses
+# within this, then its redelivered message takes over (and counts a lost attempt).
+ATTEMPT_LEASE_SECONDS = 15
 # A prefork child that grew past 1.5 GB RSS is replaced after its task: ONNX Runtime arenas and PIL
 # buffers grow on 50 MP inputs, and that memory is not given back otherwise.
 WORKER_MAX_MEMORY_PER_CHILD_KB = 1_500_000

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(defaults.RETRY_BACKOFF_SECONDS, gt=0)
     retry_backoff_max_seconds: float = Field(defaults.RETRY_BACKOFF_MAX_SECONDS, gt=0)
     max_lost_attempts: int = Field(defaults.MAX_LOST_ATTEMPTS, ge=1)
+    attempt_lease_seconds: float = Field(defaults.ATTEMPT_LEASE_SECONDS, ge=3)
     worker_max_memory_per_child_kb: int = Field(defaults.WORKER_MAX_MEMORY_PER_CHILD_KB, ge=0)
     worker_max_tasks_per_child: int = Field(defaults.WORKER_MAX_TASKS_PER_CHILD, ge=0)
     # cross-job batching (GPU workers on the threads pool); max size is max_batch

@@ -25,6 +25,7 @@ from maskq.service.records import Job, JobState, Transition
 from maskq.settings import get_settings
 from worker import liveness, metrics, runtime, webhooks
 from worker.app import app
+from worker.lease import AttemptLease
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ _settings = get_settings()
 
 # what the body returns: the job's outcome as this delivery saw it (for logs, tests and after_return)
 SKIPPED = "skipped"
+DEFERRED = "deferred"  # another attempt of the job was alive: this message was sent again for later
+DEFER_MARGIN_SECONDS = 0.5  # past the live lease's end, so that the copy finds it renewed or lapsed
 
 
 def error_of(exc: BaseException) -> MaskqError:
@@ -114,8 +117,21 @@ def _asset_inputs(job: Job, params: OperationParams) -> dict[str, bytes]:
 
 @app.task(bind=True, base=JobTask, name=PROCESS_TASK)
 def process_job(self: JobTask, job_id: str) -> str:
-    """One job: its image through the pipeline, its result stored, its record finished."""
+    """One job: its image through the pipeline, its result stored, its record finished; one attempt
+    at a time (worker.lease): a message that finds another attempt alive comes back when its lease
+    would lapse, and then finds the job finished, retrying, or left by a dead attempt."""
     rt = runtime.get()
+    lease = AttemptLease(rt.jobs, job_id, rt.settings.attempt_lease_seconds)
+    if busy := lease.acquire():
+        queue = (self.request.delivery_info or {}).get("routing_key") or rt.settings.worker_queue
+        self.apply_async(args=[job_id], task_id=job_id, queue=queue, countdown=busy + DEFER_MARGIN_SECONDS)
+        log.info("job %s: another attempt is running it; this message comes back in %.1f s", job_id, busy)
+        return DEFERRED
+    with lease:
+        return _attempt(rt, job_id)
+
+
+def _attempt(rt: runtime.Runtime, job_id: str) -> str:
     try:
         start = rt.jobs.mark_running(job_id, worker=liveness.instance_id())
     except NotFoundError:

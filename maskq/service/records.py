@@ -48,7 +48,8 @@ class JobState(str, Enum):  # noqa: UP042 - str mixin: JSON and redis-py take it
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 
 # Allowed moves. running -> running is a redelivery after a lost worker (SIGKILL, OOM): the new
-# attempt takes over. running -> queued is a retry after a transient fault, waiting for its countdown.
+# attempt takes over once the dead one's lease has lapsed (JobStore.hold_attempt, worker.lease).
+# running -> queued is a retry after a transient fault, waiting for its countdown.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELED, JobState.FAILED}),
     JobState.RUNNING: frozenset(
@@ -84,6 +85,24 @@ _HOLD_LUA = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'worker', ARGV[1])
 return 1
+"""
+
+# KEYS[1] a job's attempt lease. ARGV[1] the attempt's token, ARGV[2] the lease's ttl in ms. Takes or
+# renews the lease when it is free or already this token's; returns 0 then, else the ms left on the
+# lease of the attempt that holds it.
+_LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return 0
+end
+return math.max(redis.call('PTTL', KEYS[1]), 1)
+"""
+
+# KEYS[1] a job's attempt lease, ARGV[1] a token: only the holder lets go of it.
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -403,7 +422,8 @@ class JobStore:
     marked for review, written by the transition that marks them) and ``{prefix}:idem:{t}:{key}``
     (idempotency keys), ``{prefix}:batch:{id}`` (a batch: its job ids), ``{prefix}:live`` (zset of the
     jobs not yet finished, scored by the ms of their last transition: where a lost message is looked
-    for, :mod:`maskq.service.lost`). No other module touches these keys."""
+    for, :mod:`maskq.service.lost`), ``{prefix}:attempt:{id}`` (the lease of the attempt running a
+    job, with a ttl). No other module touches these keys."""
 
     def __init__(self, client: Any, ttl_seconds: int = defaults.JOB_TTL_SECONDS,
                  prefix: str = defaults.REDIS_KEY_PREFIX, clock: Callable[[], float] = time.time) -> None:
@@ -415,6 +435,8 @@ class JobStore:
         self._transition = client.register_script(_TRANSITION_LUA)
         self._requeue = client.register_script(_REQUEUE_LUA)
         self._hold = client.register_script(_HOLD_LUA)
+        self._lease = client.register_script(_LEASE_LUA)
+        self._release = client.register_script(_RELEASE_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int = defaults.JOB_TTL_SECONDS, **kwargs: Any) -> JobStore:
@@ -444,6 +466,9 @@ class JobStore:
     @property
     def live_key(self) -> str:
         return f"{self.prefix}:live"
+
+    def attempt_key(self, job_id: str) -> str:
+        return f"{self.prefix}:attempt:{job_id}"
 
     # the connection
     @_redis_faults_are_transient
@@ -670,6 +695,19 @@ class JobStore:
         for its countdown): if that worker dies, the orphan sweep knows whose message it was. Not a
         transition (the live index's version does not move); False when the job is not queued."""
         return bool(self._hold(keys=[self.job_key(job_id)], args=[worker]))
+
+    # the attempt lease: one attempt of a job runs at a time
+    @_redis_faults_are_transient
+    def hold_attempt(self, job_id: str, token: str, ttl_seconds: float) -> float:
+        """Take or renew the lease of the attempt ``token`` on a job. 0.0 when this attempt holds it,
+        else the seconds left on the lease of the live attempt that does: a second message for the
+        job must not start a second attempt beside it (running -> running is for a dead one)."""
+        return int(self._lease(keys=[self.attempt_key(job_id)], args=[token, int(ttl_seconds * 1000)])) / 1000.0
+
+    @_redis_faults_are_transient
+    def release_attempt(self, job_id: str, token: str) -> None:
+        """Let go of the lease at the attempt's end (a lease that another attempt holds stays)."""
+        self._release(keys=[self.attempt_key(job_id)], args=[token])
 
     def mark_succeeded(self, job_id: str, result_key: str, timings: Mapping[str, float] | None = None, *,
                        confidence: float | None = None, review: bool | None = None,

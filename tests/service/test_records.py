@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -140,6 +141,20 @@ def test_redelivery_counts_a_lost_attempt(job_store: JobStore):
     job_store.mark_running(job.id)
     t = job_store.mark_running(job.id)  # the first worker died without finishing
     assert t.applied and t.previous is JobState.RUNNING and t.job.lost_attempts == 1 and t.job.attempts == 2
+
+
+def test_one_attempt_holds_the_lease_until_it_lets_go_or_it_lapses(job_store: JobStore):
+    job, _ = job_store.create("acme", "mask", {}, "in")
+    assert job_store.hold_attempt(job.id, "first", 5.0) == 0.0
+    left = job_store.hold_attempt(job.id, "second", 5.0)  # a second message while the first runs
+    assert 4.0 < left <= 5.0
+    assert job_store.hold_attempt(job.id, "first", 5.0) == 0.0  # the holder renews
+    job_store.release_attempt(job.id, "second")  # not its lease: nothing happens
+    assert job_store.hold_attempt(job.id, "second", 5.0) > 0.0
+    job_store.release_attempt(job.id, "first")
+    assert job_store.hold_attempt(job.id, "second", 0.3) == 0.0  # free once the holder let go
+    time.sleep(0.45)  # a holder that died renews nothing: its lease lapses
+    assert job_store.hold_attempt(job.id, "third", 5.0) == 0.0
 
 
 def test_cancel_while_queued_wins_over_the_worker(job_store: JobStore):

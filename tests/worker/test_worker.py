@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -138,6 +139,26 @@ def test_duplicate_delivery_of_a_finished_job_does_nothing(svc):
     again = c.jobs.get(jid)
     assert again.state is JobState.SUCCEEDED and again.attempts == first.attempts == 1
     assert again.finished_at == first.finished_at
+
+
+def test_a_second_message_waits_for_the_live_attempt_instead_of_taking_over(svc):
+    """A retry's copy, a redelivery or a resubmission while an attempt runs: the worker leaves the live
+    attempt alone (no lost attempt, no second run) and the copy comes back once the lease is free."""
+    c, _ = svc
+    jid = "leased000001"
+    c.create(jid, c.put_input(jid, png_bytes()))
+    c.jobs.mark_running(jid)  # an attempt runs in another process, holding its lease
+    c.jobs.hold_attempt(jid, "the-live-attempt", 4.0)
+    c.enqueue(jid)
+    time.sleep(2.0)
+    job = c.jobs.get(jid)
+    assert job.state is JobState.RUNNING and job.attempts == 1 and job.lost_attempts == 0
+    assert object_keys(c.storage, c.storage.result_bucket, f"t1/{jid}/") == []
+    c.jobs.mark_retrying(jid, "storage_unavailable", "S3 away")  # the live attempt hits a transient fault
+    c.jobs.release_attempt(jid, "the-live-attempt")
+    job = c.wait([jid], timeout=60)[jid]  # the waiting copy runs it
+    assert job.state is JobState.SUCCEEDED and job.attempts == 2 and job.lost_attempts == 0
+    assert len(object_keys(c.storage, c.storage.result_bucket, f"t1/{jid}/")) == 1
 
 
 def test_a_job_that_keeps_killing_its_worker_is_failed(svc):
