@@ -123,8 +123,7 @@ def process_job(self: JobTask, job_id: str) -> str:
     rt = runtime.get()
     lease = AttemptLease(rt.jobs, job_id, rt.settings.attempt_lease_seconds)
     if busy := lease.acquire():
-        queue = (self.request.delivery_info or {}).get("routing_key") or rt.settings.worker_queue
-        self.apply_async(args=[job_id], task_id=job_id, queue=queue, countdown=busy + DEFER_MARGIN_SECONDS)
+        _publisher.send_job(job_id, countdown=busy + DEFER_MARGIN_SECONDS)
         log.info("job %s: another attempt is running it; this message comes back in %.1f s", job_id, busy)
         return DEFERRED
     with lease:

@@ -156,9 +156,10 @@ class Publisher:
         a cancel can revoke it."""
         return task_message(self.app, PROCESS_TASK, job_id, [job_id], self.queue)
 
-    def send_job(self, job_id: str) -> None:
-        """Through Celery's own publish: for tools and tests that enqueue a record written apart."""
-        self.app.send_task(PROCESS_TASK, args=[job_id], task_id=job_id, queue=self.queue)
+    def send_job(self, job_id: str, countdown: float | None = None) -> None:
+        """Through Celery's own publish: for tools and tests that enqueue a record written apart, and
+        for a worker that sends a job's message again for later (``countdown`` seconds)."""
+        self.app.send_task(PROCESS_TASK, args=[job_id], task_id=job_id, queue=self.queue, countdown=countdown)
 
     def send_webhook(self, job_id: str, state: str) -> None:
         """Best effort: the job's outcome is recorded whatever happens here."""
