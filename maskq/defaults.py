@@ -113,6 +113,12 @@ WORKER_DEAD_AFTER_SECONDS = 20
 # would block every restore for kombu's default 300 s. Restores are safe to overlap (each message moves
 # in a WATCH transaction), so the lock only has to outlive one restore pass.
 BROKER_RESTORE_LOCK_SECONDS = 30
+# A task message a worker sends (a retry after a transient fault, a deferred copy, a webhook) is
+# published with retries for this long: a Redis restart from its append-only file takes 1-3 s, and
+# Celery's own policy (4 tries within ~0.6 s) gives up before it ends. A retry whose message cannot be
+# sent is dropped by Celery (Reject, requeue=False) and waited for the lost-message sweep (1.5-2 min);
+# riding out the restart costs the pool process a wait instead. Beyond this, the sweep still recovers it.
+PUBLISH_RETRY_SECONDS = 20
 # Transient faults (S3, Redis) are retried this many times with exponential backoff and full jitter
 # (each wait is uniform in [0, min(60, 2^n)] s): 8 waits sum to 90 s at the median, and fewer than 1 in
 # 100 jobs give up within 30 s, so a storage restart or failover of tens of seconds fails nothing (with 5,

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(defaults.VISIBILITY_TIMEOUT_SECONDS, ge=1)
     broker_restore_interval: int = Field(defaults.BROKER_RESTORE_INTERVAL_SECONDS, ge=1)
     broker_restore_lock_seconds: int = Field(defaults.BROKER_RESTORE_LOCK_SECONDS, ge=1)
+    publish_retry_seconds: float = Field(defaults.PUBLISH_RETRY_SECONDS, ge=0)
     lost_sweep_seconds: float = Field(defaults.LOST_SWEEP_SECONDS, ge=0)
     lost_grace_seconds: float = Field(defaults.LOST_GRACE_SECONDS, gt=0)
     worker_heartbeat_seconds: float = Field(defaults.WORKER_HEARTBEAT_SECONDS, ge=0)

@@ -36,6 +36,22 @@ WEBHOOK_TASK = "maskq.deliver_webhook"  # (job id, terminal state): POST the job
 DELIVERY_MODE_PERSISTENT = 2  # what kombu's Exchange defaults to; the Redis transport only carries it
 
 
+# the publish retry's waits (kombu's fxrange): 0, 0.5, 1, 1.5, then every 2 s, tried at once after
+# Redis is back, without hammering one that stays down
+_PUBLISH_STEP_SECONDS, _PUBLISH_MAX_INTERVAL_SECONDS = 0.5, 2.0
+
+
+def publish_retry_policy(seconds: float) -> dict[str, float | int]:
+    """kombu's retry policy for publishing a task message, trying again for at least ``seconds``
+    (0: one try only)."""
+    waited, tries = 0.0, 0
+    while waited < seconds:
+        waited += min(tries * _PUBLISH_STEP_SECONDS, _PUBLISH_MAX_INTERVAL_SECONDS)
+        tries += 1
+    return {"max_retries": tries, "interval_start": 0, "interval_step": _PUBLISH_STEP_SECONDS,
+            "interval_max": _PUBLISH_MAX_INTERVAL_SECONDS}
+
+
 def celery_config(s: Settings) -> dict[str, Any]:
     """The Celery configuration derived from maskq's settings (pure: tested without a broker).
     Why each value: worker/README.md."""
@@ -64,6 +80,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
             "health_check_interval": 10,
             "retry_on_timeout": True,
         },
+        # a message a worker sends (a retry's copy above all) rides out a Redis restart: Celery drops a
+        # retry it could not send, and the job would wait for the lost-message sweep
+        "task_publish_retry": True,
+        "task_publish_retry_policy": publish_retry_policy(s.publish_retry_seconds),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # Redis restarts: keep trying for ever
         "broker_heartbeat": 0,
