@@ -63,6 +63,17 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # (strides 4, 8, 16, exported beside the alpha) with the alpha. Alone they find bad masks about as
 # well as band (ECSSD AUC 0.73-0.80), but added to band + small + margin they move ECSSD's AUC from
 # 0.881 to 0.872-0.883 and flag as many photos: they measure the same doubt again.
+# Tried 2026-12-06, not kept: signals from the photo itself at the network's size, which the
+# probabilities cannot see: colour separability of object and background (Bhattacharyya overlap of
+# their 512-bin colour histograms, Fisher ratio of their Lab means, the agreement of a colour model
+# with the mask) and edge support (image gradient along the outline). Alone on the hold-out 0.69-0.75
+# AUC; beside band + small + margin the best of them (Fisher) moves the hold-out's CV AUC 0.867 ->
+# 0.870 and ECSSD's 0.881 -> 0.885 while flagging as many photos. A horizontal flip's disagreement
+# with the mask is a better signal (hold-out AUC 0.875 alone; with the three, ECSSD 0.899) but costs
+# a second network pass, against the < 5 ms budget. With any of these, even a threshold read off
+# ECSSD itself flags only 61-65 % of its Dice < 0.8 masks within 15 % of its photos: the issue's
+# 70 % / 15 % goal needs a model with fewer bad masks (ECSSD: 92 of 756 below 0.8), not a sharper
+# confidence.
 INTERCEPT = -19.48
 COEFFICIENTS: dict[str, float] = {"band": -0.1574, "small": -1.457, "margin": 26.15}
 FIT_NOTE = "fitted on the general model's hold-out (models/general.onnx sha1 f3400f7f8f9a)"
