@@ -68,7 +68,7 @@ class JobTask(Task):
         err = error_of(exc)
         log.warning("job %s: %s, retry %s/%s", args[0], err.code, self.request.retries + 1, self.max_retries)
         try:
-            runtime.get().jobs.mark_retrying(args[0], err.code, err.message)
+            runtime.get().jobs.mark_retrying(args[0], err.code, err.message, worker=liveness.instance_id())
         except MaskqError as exc2:  # Redis itself is down: the retry still comes
             log.warning("job %s: could not record the retry: %s", args[0], exc2)
         metrics.task_ended(self.name, task_id, "retry")

@@ -683,11 +683,16 @@ class JobStore:
         return self._apply(job_id, JobState.RUNNING, incr=["attempts"], lost_from=JobState.RUNNING,
                            delete=["error_code", "error_message", "worker"], fields=fields)
 
-    def mark_retrying(self, job_id: str, code: str, message: str) -> Transition:
-        """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile. The
-        retry's message may reach any worker: the holder is unknown until one receives it."""
-        return self._apply(job_id, JobState.QUEUED, fields={"error_code": code, "error_message": message},
-                           delete=["worker"])
+    def mark_retrying(self, job_id: str, code: str, message: str, worker: str = "") -> Transition:
+        """Back to queued while a retry's countdown runs; the last fault stays visible meanwhile.
+        ``worker``, the instance that sent the retry, is presumed to hold its message until a worker
+        receives it (``mark_held``): the sender usually takes its own retry at once, before this
+        write, when ``mark_held`` still found the job running and wrote nothing. With no holder, a
+        retry stuck in a dead worker's ``unacked`` waited for the visibility timeout (5 min)."""
+        fields = {"error_code": code, "error_message": message}
+        if worker:
+            fields["worker"] = worker
+        return self._apply(job_id, JobState.QUEUED, fields=fields, delete=[] if worker else ["worker"])
 
     @_redis_faults_are_transient
     def mark_held(self, job_id: str, worker: str) -> bool:
